@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""dynn: train width-switchable grouped CNNs and compile them into one engine per embedded target.
+
+  python build.py train --data DIR                 train the default grouped-incremental model
+  python build.py --target host-cpu                compile artifacts/default into artifacts/host-cpu/
+  python build.py --list-targets                   the boards this build knows
+
+Every command has --help. Expected failures print one line and exit 1.
+"""
+import argparse
+import os
+import sys
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
+
+
+def cmd_train(args):
+    from compile.data import load_dataset
+    from compile.train import Trainer, default_config
+    cfg = default_config(scheme=args.scheme, arch=args.arch, groups=args.groups, epochs=args.epochs,
+                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
+                         own_loss_weight=args.own_loss_weight, threads=args.threads)
+    out = args.out or {"grouped": os.path.join("artifacts", "default"),
+                       "dense": os.path.join("artifacts", "baselines", "dense"),
+                       "static": os.path.join("artifacts", "baselines", "static")}[cfg["scheme"]]
+    run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)) + "-" + cfg["scheme"])
+    data = load_dataset(args.data, args.dataset, cfg["input_size"])
+    print("data: %s, %d train / %d test images, %d classes; run dir %s; output %s" % (
+        data.kind, len(data.train_x), len(data.test_x), len(data.classes), run_dir, out))
+    path = Trainer(cfg, data, run_dir, out, progress=not args.no_progress).run()
+    print("wrote %s" % path)
+    return 0
+
+
+def cmd_info(args):
+    from compile.checkpoint import load_checkpoint
+    from compile.arch import layer_table
+    model, meta = load_checkpoint(args.checkpoint)
+    print("%s: %s, %s, %d groups, %d classes, input %dx%d" % (
+        args.checkpoint, meta["scheme"], meta["arch"], meta["groups"], meta["num_classes"],
+        meta["input"]["size"], meta["input"]["size"]))
+    print("%-6s %10s %10s %9s" % ("level", "params", "MMACs", "test acc"))
+    for lv in meta["levels"]:
+        print("%-6d %10d %10.2f %8.2f%%" % (lv["level"], lv["params"], lv["macs"] / 1e6, 100 * lv["test_accuracy"]))
+    if args.layers:
+        print("\nlayers of one group path (per image):")
+        print("%-6s %5s %5s %6s %5s %9s %10s" % ("layer", "in", "out", "kernel", "HxW", "params", "MACs"))
+        for r in layer_table(meta["arch"], meta["input"]["size"], meta["input"]["channels"], meta["num_classes"]):
+            print("%-6s %5d %5d %6s %5d %9d %10d" % (r[0], r[1], r[2], r[3] or "-", r[4], r[5], r[6]))
+    return 0
+
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[1:]))
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a grouped model (or a baseline) and write a checkpoint",
+                       description="Train incrementally: step k trains group k with groups 1..k-1 frozen. "
+                                   "Re-running the same command after an interruption resumes from the last "
+                                   "finished epoch.")
+    t.add_argument("--data", required=True, metavar="DIR",
+                   help="CIFAR-10 python batches (DIR or DIR/cifar-10-batches-py) or an image tree "
+                        "DIR/train/<class>/*.jpg + DIR/test/<class>/*.jpg")
+    t.add_argument("--dataset", choices=("auto", "cifar10", "image-folder"), default="auto",
+                   help="how to read --data (default: auto-detect)")
+    t.add_argument("--scheme", choices=("grouped", "dense", "static"), default="grouped",
+                   help="grouped: incremental group training (default); dense: Tann et al. 2016 baseline; "
+                        "static: one model per width trained from scratch")
+    t.add_argument("--arch", default=None, help="group path architecture (default alexnet-cifar)")
+    t.add_argument("--groups", type=int, default=None, help="number of groups G, 2-8 (default 4)")
+    t.add_argument("--epochs", type=int, default=None, help="epochs per incremental step (default 10)")
+    t.add_argument("--batch-size", type=int, default=None, help="default 128")
+    t.add_argument("--lr", type=float, default=None, help="OneCycle peak learning rate (default 0.1)")
+    t.add_argument("--own-loss-weight", type=float, default=None,
+                   help="weight of group k's own loss next to the level-k loss (default 1.0)")
+    t.add_argument("--input-size", type=int, default=None, help="square input size (default 32)")
+    t.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
+    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--out", default=None, metavar="DIR",
+                   help="output directory (default artifacts/default, or artifacts/baselines/<scheme>)")
+    t.add_argument("--run-dir", default=None, metavar="DIR",
+                   help="where resumable state goes (default runs/<out-name>-<scheme>)")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch only")
+    t.set_defaults(func=cmd_train)
+
+    i = sub.add_parser("info", help="print a checkpoint's levels: parameters, MACs and accuracy")
+    i.add_argument("checkpoint", nargs="?", default=DEFAULT_CKPT, help="default " + DEFAULT_CKPT)
+    i.add_argument("--layers", action="store_true", help="also print the layer table of one group path")
+    i.set_defaults(func=cmd_info)
+    return p
+
+
+def main(argv=None):
+    sys.path.insert(0, ROOT)
+    from compile.errors import UserError
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except UserError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted; re-run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Checkpoints: `NAME.safetensors` (tensors only, never pickles) plus `NAME.json` (everything else).
+
+The JSON sidecar rebuilds the model (architecture, groups, classes, input normalisation) and records
+how it was made and how well each level does, so the compiler needs nothing but these two files.
+It also holds the sha256 of the tensor file, which catches a truncated, corrupt or swapped pair.
+"""
+import hashlib
+import json
+import os
+import tempfile
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from compile.errors import UserError
+from compile.model import build_model
+
+FORMAT = "dynn-checkpoint"
+FORMAT_VERSION = 1
+SCHEMES = ("grouped", "dense", "static")
+
+
+def sha256_file(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sidecar_path(path):
+    return os.path.splitext(path)[0] + ".json"
+
+
+def resolve(path):
+    """Accept the .safetensors file, the .json sidecar, or a directory holding model.safetensors."""
+    if os.path.isdir(path):
+        path = os.path.join(path, "model.safetensors")
+    elif path.endswith(".json"):
+        path = os.path.splitext(path)[0] + ".safetensors"
+    return path
+
+
+def atomic_write_bytes(path, data):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_save_tensors(tensors, path, metadata=None):
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".safetensors")
+    os.close(fd)
+    try:
+        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_checkpoint(model, meta, path):
+    """Write tensors then sidecar, both atomically; the sidecar names the tensors' sha256."""
+    path = resolve(path)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    atomic_save_tensors(model.state_dict(), path, metadata={"format": FORMAT})
+    meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION,
+                tensors={"file": os.path.basename(path), "sha256": sha256_file(path)})
+    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    return path
+
+
+def read_meta(path):
+    path = resolve(path)
+    side = sidecar_path(path)
+    if not os.path.isfile(side):
+        raise UserError("checkpoint sidecar %s is missing; a checkpoint is NAME.safetensors plus NAME.json "
+                        "(train one with: python build.py train)" % side)
+    try:
+        with open(side) as f:
+            meta = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise UserError("checkpoint sidecar %s is not valid JSON (%s)" % (side, exc))
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
+        raise UserError("%s is not a grouped-model checkpoint (no \"format\": \"%s\")" % (side, FORMAT))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise UserError("%s has checkpoint format version %r; this build reads version %d"
+                        % (side, meta.get("format_version"), FORMAT_VERSION))
+    for key in ("scheme", "arch", "groups", "num_classes", "input", "levels"):
+        if key not in meta:
+            raise UserError("%s lacks %r; it is not a complete grouped-model checkpoint" % (side, key))
+    if meta["scheme"] not in SCHEMES:
+        raise UserError("%s: unknown scheme %r (expected one of %s)" % (side, meta["scheme"], ", ".join(SCHEMES)))
+    return meta
+
+
+def load_checkpoint(path, verify=True):
+    """Return (model in eval mode, meta). Every failure is a UserError naming the file."""
+    path = resolve(path)
+    if not os.path.isfile(path):
+        raise UserError("checkpoint %s does not exist (train one with: python build.py train, or use "
+                        "artifacts/default/model.safetensors)" % path)
+    meta = read_meta(path)
+    if verify:
+        digest = sha256_file(path)
+        if digest != meta.get("tensors", {}).get("sha256"):
+            raise UserError("%s does not match its sidecar %s (sha256 differs): the file is corrupt, "
+                            "truncated or from another checkpoint" % (path, os.path.basename(sidecar_path(path))))
+    try:
+        tensors = load_file(path)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError("%s is not a readable safetensors file (%s)" % (path, str(exc).splitlines()[0]))
+    model = build_model(meta["scheme"], meta["arch"], int(meta["groups"]), int(meta["num_classes"]),
+                        int(meta["input"]["size"]), int(meta["input"]["channels"]))
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(tensors))
+    extra = sorted(set(tensors) - set(expected))
+    if missing or extra:
+        raise UserError("%s does not fit the model its sidecar describes (%s groups of %s): missing %s, unexpected %s"
+                        % (path, meta["groups"], meta["arch"], missing[:3], extra[:3]))
+    for k, v in expected.items():
+        if tuple(v.shape) != tuple(tensors[k].shape):
+            raise UserError("%s: tensor %s has shape %s, the model needs %s"
+                            % (path, k, tuple(tensors[k].shape), tuple(v.shape)))
+    model.load_state_dict(tensors)
+    model.eval()
+    return model, meta

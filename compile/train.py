@@ -1,0 +1,344 @@
+"""Incremental group training, and the two baselines, with resumable per-epoch state.
+
+Schemes (one code path, same data, recipe and epochs):
+  grouped  step k trains group k of a GroupedNet; groups 1..k-1 are frozen (no grad, eval-mode BN),
+           so level k-1 stays bit-for-bit what it was. Loss: the level-k output plus group k on its own
+           (naive residual training leaves later groups useless: ../shared/docs/measured.md).
+  dense    the same steps on a DenseIncrementalNet (Tann et al. 2016): new channels read old ones.
+  static   a GroupedNet of each width 1..G trained jointly from scratch, one after the other.
+
+State lives in RUN_DIR (state.safetensors + state.json, rewritten atomically after every epoch), so
+re-running the same command after a kill continues from the last finished epoch.
+"""
+import json
+import math
+import os
+import time
+
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import compile
+from compile.arch import layer_table
+from compile.checkpoint import atomic_save_tensors, atomic_write_bytes, save_checkpoint
+from compile.data import Normalizer, augment, channel_stats
+from compile.errors import UserError
+from compile.model import GroupedNet, build_model, count_macs, count_params
+
+RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
+               "label_smoothing", "own_loss_weight", "seed", "input_size")
+
+
+def default_config(**over):
+    cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
+               momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
+               input_size=32, threads=None)
+    for k, v in over.items():
+        if v is not None:
+            cfg[k] = v
+    if not 2 <= int(cfg["groups"]) <= 8 and cfg["scheme"] != "static":
+        raise UserError("--groups must be between 2 and 8, got %s" % cfg["groups"])
+    if not 1 <= int(cfg["groups"]) <= 8:
+        raise UserError("--groups must be between 1 and 8, got %s" % cfg["groups"])
+    if int(cfg["epochs"]) < 1:
+        raise UserError("--epochs must be at least 1, got %s" % cfg["epochs"])
+    return cfg
+
+
+def one_cycle_lr(it, total, max_lr, pct=0.3, div=25.0, final_div=1e4):
+    """OneCycle (cosine) learning rate as a pure function of the iteration, so resuming needs no state."""
+    up = max(1, int(total * pct))
+    lo, end = max_lr / div, max_lr / div / final_div
+    if it < up:
+        return lo + (max_lr - lo) * (1 - math.cos(math.pi * it / up)) / 2
+    t = (it - up) / max(1, total - up)
+    return end + (max_lr - end) * (1 + math.cos(math.pi * t)) / 2
+
+
+def _stage_seed(seed, stage, epoch=None):
+    return seed * 1000003 + stage * 1009 + (0 if epoch is None else epoch + 1) * 7919
+
+
+def _code_version():
+    head = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git", "HEAD")
+    rev = None
+    try:
+        with open(head) as f:
+            ref = f.read().strip()
+        if ref.startswith("ref:"):
+            with open(os.path.join(os.path.dirname(head), ref[5:])) as f:
+                rev = f.read().strip()
+        else:
+            rev = ref
+    except OSError:
+        pass
+    return {"package": compile.__version__, "git": rev}
+
+
+class Trainer(object):
+    def __init__(self, cfg, data, run_dir, out_dir, log=print, progress=True):
+        self.cfg, self.data, self.run_dir, self.out_dir = cfg, data, run_dir, out_dir
+        self.log, self.progress = log, progress
+        self.G = int(cfg["groups"])
+        mean, std = channel_stats(data.train_x)
+        self.norm_stats = (mean, std)
+        self.norm = Normalizer(mean, std)
+        self.test_x = self.norm(data.test_x).contiguous(memory_format=torch.channels_last)
+        self.num_classes = len(data.classes)
+
+    # ---- run-dir state ---------------------------------------------------------------------------
+    def _state_paths(self):
+        return os.path.join(self.run_dir, "state.json"), os.path.join(self.run_dir, "state.safetensors")
+
+    def _recipe(self):
+        return {k: self.cfg[k] for k in RECIPE_KEYS}
+
+    def _load_state(self):
+        jpath, tpath = self._state_paths()
+        if not os.path.isfile(jpath):
+            return {"recipe": self._recipe(), "data": self.data.fingerprint, "stage": 1, "epoch": 0,
+                    "history": [], "stage_seconds": {}, "done": []}, None
+        try:
+            with open(jpath) as f:
+                st = json.load(f)
+        except ValueError as exc:
+            raise UserError("%s is corrupt (%s); delete the run directory to start over" % (jpath, exc))
+        if st.get("recipe") != self._recipe():
+            diff = sorted(k for k in RECIPE_KEYS if st.get("recipe", {}).get(k) != self.cfg[k])
+            raise UserError("run directory %s was started with different settings (%s); pass the same flags "
+                            "to resume, or a new --run-dir" % (self.run_dir, ", ".join(diff)))
+        if st.get("data") != self.data.fingerprint:
+            raise UserError("run directory %s was started on other data; pass the same --data or a new --run-dir"
+                            % self.run_dir)
+        tensors = None
+        if os.path.isfile(tpath):
+            from safetensors.torch import load_file
+            tensors = load_file(tpath)
+        return st, tensors
+
+    def _save_state(self, st, model, opt):
+        os.makedirs(self.run_dir, exist_ok=True)
+        jpath, tpath = self._state_paths()
+        tensors = {"model." + k: v for k, v in model.state_dict().items()}
+        names = {id(p): n for n, p in model.named_parameters()}
+        for group in opt.param_groups:
+            for p in group["params"]:
+                buf = opt.state.get(p, {}).get("momentum_buffer")
+                if buf is not None:
+                    tensors["momentum." + names[id(p)]] = buf
+        atomic_save_tensors(tensors, tpath)
+        atomic_write_bytes(jpath, (json.dumps(st, indent=1) + "\n").encode())
+
+    # ---- models per stage ------------------------------------------------------------------------
+    def _new_model(self, stage):
+        torch.manual_seed(_stage_seed(self.cfg["seed"], stage if self.cfg["scheme"] == "static" else 0))
+        groups = stage if self.cfg["scheme"] == "static" else self.G
+        model = build_model(self.cfg["scheme"], self.cfg["arch"], groups, self.num_classes, self.cfg["input_size"])
+        return model.to(memory_format=torch.channels_last)
+
+    def _trainable(self, model, stage):
+        if self.cfg["scheme"] == "static":
+            return list(model.parameters())
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params = list(model.group_parameters(stage))
+        for p in params:
+            p.requires_grad_(True)
+        return params
+
+    def _set_modes(self, model, stage):
+        model.train()
+        if self.cfg["scheme"] != "static":
+            for g in range(1, stage):
+                for m in model.group_modules(g):
+                    m.eval()  # frozen BatchNorm keeps its running statistics bit-for-bit
+
+    def _loss(self, model, x, y, stage):
+        ls = self.cfg["label_smoothing"]
+        if isinstance(model, GroupedNet):
+            with torch.no_grad():
+                frozen = sum(model.groups[g](x) for g in range(stage - 1)) if stage > 1 else 0
+            own = model.groups[stage - 1](x)
+        else:
+            contrib = model.group_contributions(x, stage)
+            frozen, own = sum(c.detach() for c in contrib[:-1]) if stage > 1 else 0, contrib[-1]
+        out = (frozen + own) * model.level_scale(stage)
+        lam = self.cfg["own_loss_weight"] if stage > 1 else 0.0
+        loss = F.cross_entropy(out, y, label_smoothing=ls)
+        if lam:
+            loss = (loss + lam * F.cross_entropy(own, y, label_smoothing=ls)) / (1 + lam)
+        return loss, out
+
+    @torch.no_grad()
+    def evaluate(self, model, upto):
+        """Test accuracy of levels 1..upto (fractions)."""
+        model.eval()
+        correct = torch.zeros(upto)
+        for i in range(0, len(self.test_x), 1000):
+            outs = model.all_levels(self.test_x[i:i + 1000], upto)
+            y = self.data.test_y[i:i + 1000]
+            for k, o in enumerate(outs):
+                correct[k] += (o.argmax(1) == y).sum()
+        return (correct / len(self.test_x)).tolist()
+
+    # ---- the run ---------------------------------------------------------------------------------
+    def run(self):
+        cfg = self.cfg
+        if cfg.get("threads"):
+            torch.set_num_threads(int(cfg["threads"]))
+        st, tensors = self._load_state()
+        model = None
+        if tensors is not None and st["stage"] <= self.G:
+            model = self._new_model(st["stage"])
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        elif cfg["scheme"] != "static" and tensors is not None:
+            model = self._new_model(self.G)
+            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if st["stage"] > 1 or st["epoch"] > 0:
+            self.log("resuming %s from step %d, epoch %d (run dir %s)" % (cfg["scheme"], st["stage"], st["epoch"],
+                                                                        self.run_dir))
+        n = len(self.data.train_x)
+        steps_per_epoch = n // cfg["batch_size"]  # drop the ragged last batch: same cost every epoch
+        if steps_per_epoch < 1:
+            raise UserError("the training set has %d images, fewer than one batch of %d; lower --batch-size"
+                            % (n, cfg["batch_size"]))
+        total_it = steps_per_epoch * cfg["epochs"]
+        for stage in range(st["stage"], self.G + 1):
+            if model is None or (cfg["scheme"] == "static" and st["epoch"] == 0):
+                model = self._new_model(stage)
+            params = self._trainable(model, stage)
+            opt = torch.optim.SGD(params, lr=cfg["lr"], momentum=cfg["momentum"], nesterov=True,
+                                  weight_decay=cfg["weight_decay"])
+            if tensors is not None and st["epoch"] > 0:
+                names = dict(model.named_parameters())
+                for k, v in tensors.items():
+                    if k.startswith("momentum.") and names[k[9:]].requires_grad:
+                        opt.state[names[k[9:]]]["momentum_buffer"] = v.clone()
+            tensors = None
+            t_stage = time.time() - st["stage_seconds"].get(str(stage), 0.0)
+            for epoch in range(st["epoch"], cfg["epochs"]):
+                t0 = time.time()
+                self._set_modes(model, stage)
+                gen = torch.Generator().manual_seed(_stage_seed(cfg["seed"], stage, epoch))
+                perm = torch.randperm(n, generator=gen)
+                bar = tqdm(range(steps_per_epoch), desc="%s step %d/%d epoch %d/%d" % (
+                    cfg["scheme"], stage, self.G, epoch + 1, cfg["epochs"]), leave=False,
+                    disable=not self.progress, dynamic_ncols=True)
+                loss_sum, hits, seen = 0.0, 0, 0
+                for i in bar:
+                    idx = perm[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+                    x = augment(self.norm(self.data.train_x[idx]), gen).contiguous(memory_format=torch.channels_last)
+                    y = self.data.train_y[idx]
+                    lr = one_cycle_lr(epoch * steps_per_epoch + i, total_it, cfg["lr"])
+                    for group in opt.param_groups:
+                        group["lr"] = lr
+                    if cfg["scheme"] == "static":
+                        out = model(x, stage)
+                        loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
+                    else:
+                        loss, out = self._loss(model, x, y, stage)
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                    loss_sum += loss.item() * len(y)
+                    hits += (out.argmax(1) == y).sum().item()
+                    seen += len(y)
+                    if i % 20 == 0:
+                        bar.set_postfix(loss="%.3f" % (loss_sum / seen), acc="%.3f" % (hits / seen))
+                bar.close()
+                accs = self.evaluate(model, stage)
+                if cfg["scheme"] == "static":
+                    accs = accs[-1:]
+                rec = {"step": stage, "epoch": epoch + 1, "loss": loss_sum / seen, "train_acc": hits / seen,
+                       "test_acc": accs, "seconds": time.time() - t0}
+                st["history"].append(rec)
+                lv = "  ".join("L%d %.2f%%" % (k + 1 if cfg["scheme"] != "static" else stage, 100 * a)
+                               for k, a in enumerate(accs))
+                self.log("%s step %d/%d epoch %2d/%d  loss %.3f  train %.2f%%  test %s  (%.0fs)" % (
+                    cfg["scheme"], stage, self.G, epoch + 1, cfg["epochs"], rec["loss"], 100 * rec["train_acc"],
+                    lv, rec["seconds"]))
+                st["epoch"] = epoch + 1
+                st["stage_seconds"][str(stage)] = time.time() - t_stage
+                self._save_state(st, model, opt)
+            if cfg["scheme"] == "static":
+                self._write_static(model, stage, st)
+            st["stage"], st["epoch"] = stage + 1, 0
+            st["done"].append(stage)
+            self._save_state(st, model, opt)
+        if cfg["scheme"] != "static":
+            return self._write_final(model, st)
+        return os.path.join(self.out_dir, "width-%d" % self.G, "model.safetensors")
+
+    # ---- outputs ---------------------------------------------------------------------------------
+    def _meta(self, model, st, levels):
+        mean, std = self.norm_stats
+        secs = {int(k): v for k, v in st["stage_seconds"].items()}
+        return {
+            "scheme": self.cfg["scheme"], "arch": self.cfg["arch"], "groups": model.num_groups,
+            "num_classes": self.num_classes, "class_names": self.data.classes,
+            "combine": "mean", "level_scale": [model.level_scale(k) for k in range(1, model.num_groups + 1)],
+            "input": {"size": self.cfg["input_size"], "channels": 3, "layout": "NCHW", "color": "RGB",
+                      "dtype": "float32", "scale": 1 / 255.0, "mean": mean, "std": std,
+                      "formula": "(uint8 / 255 - mean) / std, per channel"},
+            "layer_table_per_group": [dict(zip(("layer", "in", "out", "kernel", "hw", "params", "macs"), r))
+                                      for r in layer_table(self.cfg["arch"], self.cfg["input_size"], 3,
+                                                           self.num_classes)],
+            "levels": levels,
+            "training": {"recipe": self._recipe(), "seconds_per_step": secs,
+                         "total_seconds": sum(secs.values()), "history": st["history"],
+                         "torch": torch.__version__, "threads": torch.get_num_threads()},
+            "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
+                     "train_images": len(self.data.train_x), "test_images": len(self.data.test_x)},
+            "code_version": _code_version(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+
+    def _levels(self, model, only=None):
+        accs = self.evaluate(model, model.num_groups)
+        ks = [only] if only else range(1, model.num_groups + 1)
+        return [{"level": k, "params": count_params(model, k), "macs": count_macs(model, k, self.cfg["input_size"]),
+                 "test_accuracy": round(accs[k - 1], 6)} for k in ks]
+
+    def _write_final(self, model, st):
+        model = model.to(memory_format=torch.contiguous_format)
+        meta = self._meta(model, st, self._levels(model))
+        path = save_checkpoint(model, meta, os.path.join(self.out_dir, "model.safetensors"))
+        write_summary(meta, os.path.join(self.out_dir, "training.md"))
+        return path
+
+    def _write_static(self, model, width, st):
+        model = model.to(memory_format=torch.contiguous_format)
+        hist = [h for h in st["history"] if h["step"] == width]
+        meta = self._meta(model, dict(st, history=hist, stage_seconds={str(width): st["stage_seconds"][str(width)]}),
+                          self._levels(model, only=width))
+        meta["static_width"] = width
+        d = os.path.join(self.out_dir, "width-%d" % width)
+        save_checkpoint(model, meta, os.path.join(d, "model.safetensors"))
+        write_summary(meta, os.path.join(d, "training.md"))
+        model.to(memory_format=torch.channels_last)
+
+
+def write_summary(meta, path):
+    """A short Markdown record of a finished training run, kept next to the checkpoint."""
+    t = meta["training"]
+    lines = ["# Training summary: %s, %s, %d group(s)" % (meta["scheme"], meta["arch"], meta["groups"]), "",
+             "Recipe: `%s`" % json.dumps(t["recipe"], sort_keys=True), "",
+             "Data: %s, %d train / %d test images, fingerprint %s" % (
+                 meta["data"]["kind"], meta["data"]["train_images"], meta["data"]["test_images"],
+                 meta["data"]["fingerprint"][:16]), "",
+             "Wall time: %.1f min in all (%s), torch %s, %d threads" % (
+                 t["total_seconds"] / 60, ", ".join("step %s %.1f min" % (k, v / 60)
+                                                    for k, v in sorted(t["seconds_per_step"].items())),
+                 t["torch"], t["threads"]), "",
+             "| level | params | MMACs | test accuracy |", "|---|---|---|---|"]
+    for lv in meta["levels"]:
+        lines.append("| %d | %d | %.2f | %.2f%% |" % (lv["level"], lv["params"], lv["macs"] / 1e6,
+                                                     100 * lv["test_accuracy"]))
+    lines += ["", "Per epoch (test accuracy of every trained level):", "",
+              "| step | epoch | loss | train acc | test acc by level | s |", "|---|---|---|---|---|---|"]
+    for h in t["history"]:
+        lines.append("| %d | %d | %.3f | %.2f%% | %s | %.0f |" % (
+            h["step"], h["epoch"], h["loss"], 100 * h["train_acc"],
+            " / ".join("%.2f" % (100 * a) for a in h["test_acc"]), h["seconds"]))
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
