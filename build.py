@@ -51,10 +51,50 @@ def cmd_info(args):
     return 0
 
 
+def cmd_list_targets(args):
+    from compile.targets import list_targets
+    for t in list_targets():
+        print("%-9s %-8s batch %-6s %s" % (t["name"], t["engine"], "/".join(map(str, t["batch_sizes"])),
+                                          t["description"]))
+    return 0
+
+
+def cmd_build(args):
+    import shutil
+    from compile.bundle import build_bundle
+    batch = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
+    print("building %s from %s" % (args.target, args.checkpoint))
+    out, man = build_bundle(args.checkpoint, args.target, args.out, args.data, batch)
+    total = sum(f["size"] for f in man["files"].values())
+    print("wrote %s: %d files, %.2f MB, %d levels (%s)" % (
+        out, len(man["files"]), total / 1e6, len(man["levels"]),
+        ", ".join("L%d %.1f%%" % (lv["level"], 100 * lv["test_accuracy"]) for lv in man["levels"])))
+    if man["target"]["engine"] == "tensorrt":
+        try:
+            import tensorrt  # noqa: F401
+            have_trt = True
+        except ImportError:
+            have_trt = False
+        if have_trt and shutil.which("nvidia-smi"):
+            import subprocess
+            return subprocess.call([sys.executable, os.path.join(ROOT, "board_scripts", "trt_build.py"), out])
+        print("TensorRT engine: built on the device (engines are tied to the GPU and TensorRT version): "
+              "board_scripts/deploy.sh copies this bundle to the Nano and runs "
+              "python3 board_scripts/trt_build.py %s there" % os.path.basename(out))
+    return 0
+
+
 def build_parser():
     p = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[1:]))
+    p.add_argument("--target", help="compile a bundle for this target (see --list-targets)")
+    p.add_argument("--list-targets", action="store_true", help="list the targets this build knows and exit")
+    p.add_argument("--checkpoint", default=DEFAULT_CKPT, help="checkpoint to compile (default %(default)s)")
+    p.add_argument("--out", metavar="DIR", help="bundle directory (default artifacts/<target>)")
+    p.add_argument("--data", metavar="DIR", help="take the golden-vector images from this data set's test split "
+                                                   "(default: seeded random images)")
+    p.add_argument("--batch-sizes", metavar="B,B", help="batch sizes the engine carries (default: the target's)")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a grouped model (or a baseline) and write a checkpoint",
@@ -99,8 +139,13 @@ def main(argv=None):
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        if args.list_targets:
+            args.func = cmd_list_targets
+        elif args.target:
+            args.func = cmd_build
+        else:
+            parser.print_help()
+            return 2
     try:
         return args.func(args)
     except UserError as exc:

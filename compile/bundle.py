@@ -1,0 +1,221 @@
+"""Checkpoint -> bundle for one target, written atomically (docs/bundle.md is the contract).
+
+The build happens in a hidden sibling directory; only when every engine is emitted and verified
+against PyTorch does it replace the output directory in one rename. A failure leaves nothing behind
+and an existing good bundle untouched.
+"""
+import json
+import os
+import platform
+import shutil
+import sys
+import tempfile
+import time
+
+import numpy as np
+import torch
+
+import compile
+from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file
+from compile.data import Normalizer
+from compile.deploy import deploy_paths
+from compile.errors import UserError
+from compile.golden import golden_images, make_golden
+from compile.targets import get_target
+
+SCHEMA = "dynn-bundle"
+SCHEMA_VERSION = 1
+GOLDEN_N = 8
+ATOL = 1e-4
+
+
+def _versions():
+    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
+           "dynn": compile.__version__}
+    for mod, key in (("litert_torch", "litert_torch"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
+                     ("ai_edge_litert", "ai_edge_litert")):
+        try:
+            m = __import__(mod)
+            out[key] = getattr(m, "__version__", None) or getattr(getattr(m, "version", None), "__version__", None)
+        except ImportError:
+            out[key] = None
+    if out.get("ai_edge_litert") is None:
+        try:
+            from importlib.metadata import version
+            out["ai_edge_litert"] = version("ai-edge-litert")
+            out["litert_torch"] = out["litert_torch"] or version("litert-torch")
+        except Exception:  # noqa: BLE001 - version lookup is informative only
+            pass
+    from compile.train import _code_version
+    out["git"] = _code_version()["git"]
+    return out
+
+
+def _prepare_out(out_dir):
+    out_dir = os.path.abspath(out_dir)
+    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise UserError("output %s exists and is not a directory; choose another --out" % out_dir)
+    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "manifest.json")):
+        raise UserError("output %s is a non-empty directory that is not a bundle; refusing to replace it "
+                        "(choose another --out or empty it)" % out_dir)
+    parent = os.path.dirname(out_dir)
+    try:
+        os.makedirs(parent, exist_ok=True)
+        tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".building-", dir=parent)
+    except OSError as exc:
+        raise UserError("cannot write the bundle under %s (%s); choose a writable --out" % (parent, exc.strerror))
+    return out_dir, tmp
+
+
+def _swap_in(tmp, out_dir):
+    old = None
+    if os.path.isdir(out_dir):
+        old = out_dir + ".old-%d" % os.getpid()
+        os.rename(out_dir, old)
+    try:
+        os.rename(tmp, out_dir)
+    except OSError:
+        if old:
+            os.rename(old, out_dir)
+        raise
+    if old:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _check_onnx(path, golden, levels):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = 1
+    sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    for k in levels:
+        got = sess.run(["logits"], {"input": golden["input"], "level": np.array([k], np.int32)})[0]
+        _agree("ONNX (onnxruntime)", k, got, golden["level%d" % k])
+
+
+def _check_tflite(path, golden, levels, signatures, level_scale):
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=path, num_threads=1)
+    x = golden["input"]
+    by_group = {}
+    for sig, info in signatures.items():
+        if info["batch"] == 1:
+            by_group[info["group"]] = it.get_signature_runner(sig)
+    contrib = []
+    for g in sorted(by_group):
+        runner = by_group[g]
+        name = list(runner.get_input_details())[0]
+        contrib.append(np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))]))
+    for k in levels:
+        _agree("TFLite (LiteRT)", k, sum(contrib[:k]) * level_scale[k - 1], golden["level%d" % k])
+
+
+def _agree(what, level, got, want):
+    err = float(np.max(np.abs(got - want)))
+    if not np.allclose(got, want, atol=ATOL, rtol=ATOL):
+        raise UserError("%s output of level %d differs from PyTorch by %.3g (tolerance %g); the engine is "
+                        "wrong, not shipping it" % (what, level, err, ATOL))
+
+
+def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_sizes=None, log=print):
+    t_start = time.time()
+    target = get_target(target_name)
+    ckpt_path = resolve(checkpoint)
+    model, meta = load_checkpoint(ckpt_path)
+    paths = deploy_paths(model)
+    G, C = int(meta["groups"]), int(meta["num_classes"])
+    size, chans = int(meta["input"]["size"]), int(meta["input"]["channels"])
+    levels = [lv["level"] for lv in meta["levels"]]
+    if levels != list(range(1, G + 1)):
+        raise UserError("%s records levels %s; a bundle needs every level 1..%d (a static baseline checkpoint "
+                        "has only its own width)" % (ckpt_path, levels, G))
+    batch_sizes = sorted(set(batch_sizes or target["batch_sizes"]))
+    if 1 not in batch_sizes:
+        raise UserError("batch sizes %s must include 1" % batch_sizes)
+    out_dir, tmp = _prepare_out(out_dir or os.path.join("artifacts", target["name"]))
+    try:
+        manifest = _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log)
+        manifest["build_seconds"] = round(time.time() - t_start, 2)
+        atomic_write_bytes(os.path.join(tmp, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+        _swap_in(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir, manifest
+
+
+def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log):
+    from compile import emit_onnx, emit_tflite
+    import onnx
+    in_shape = (chans, size, size)
+    level_scale = [float(s) for s in meta["level_scale"]]
+    norm = meta["input"]
+    engines, timings = {}, {}
+
+    images = golden_images(data_dir, GOLDEN_N, size)
+    golden = make_golden(model, Normalizer(norm["mean"], norm["std"]), images, range(1, G + 1))
+    np.savez(os.path.join(tmp, "golden.npz"), **golden)
+
+    t = time.time()
+    group_models = [emit_onnx.export_path(p, in_shape) for p in paths]
+    all_levels = emit_onnx.compose_levels(group_models, level_scale, C, in_shape)
+    onnx.save(all_levels, os.path.join(tmp, "model.onnx"))
+    _check_onnx(os.path.join(tmp, "model.onnx"), golden, range(1, G + 1))
+    engines["onnx"] = {"file": "model.onnx", "opset": emit_onnx.OPSET, "level_input": "level",
+                       "level_dtype": "int32", "input": "input", "output": "logits"}
+    timings["onnx_seconds"] = round(time.time() - t, 2)
+    log("  onnx      model.onnx: all %d levels, If per group (%.1fs)" % (G, timings["onnx_seconds"]))
+
+    if "group-onnx" in target["emit"]:
+        os.makedirs(os.path.join(tmp, "groups"))
+        for g, gm in enumerate(group_models, 1):
+            onnx.save(gm, os.path.join(tmp, "groups", "group%d.onnx" % g))
+        engines["tensorrt"] = {
+            "onnx": "model.onnx", "group_onnx": ["groups/group%d.onnx" % g for g in range(1, G + 1)],
+            "precision": target["precision"], "batch_sizes": batch_sizes, "plan": "model.plan",
+            "record": "engine.json", "built_on_device": True,
+            "build_command": "python3 board_scripts/trt_build.py BUNDLE_DIR [--mode if|per-group]"}
+
+    if target["engine"] == "tflite":
+        t = time.time()
+        sigs, _ = emit_tflite.emit_grouped(paths, in_shape, batch_sizes, os.path.join(tmp, "model.tflite"))
+        ops = emit_tflite.read_operators(os.path.join(tmp, "model.tflite"))
+        need = emit_tflite.check_runtime(ops, target)
+        _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, level_scale)
+        timings["tflite_seconds"] = round(time.time() - t, 2)
+        engines["tflite"] = {
+            "file": "model.tflite", "form": "signature-per-group", "batch_sizes": batch_sizes,
+            "signatures": sigs, "operators": [{"name": n, "version": v} for n, v in ops],
+            "min_runtime": {"tflite": target.get("tflite_min_runtime", need), "operators_need": need,
+                            "reason": "signature runners (get_signature_runner) exist from tflite-runtime 2.7; "
+                                      "operators alone need %s" % need}}
+        log("  tflite    model.tflite: %d signatures (%d groups x batch %s), ops %s (%.1fs)" % (
+            len(sigs), G, "/".join(map(str, batch_sizes)), ", ".join("%s v%d" % o for o in ops),
+            timings["tflite_seconds"]))
+
+    files = {}
+    for root, _, names in os.walk(tmp):
+        for n in sorted(names):
+            p = os.path.join(root, n)
+            rel = os.path.relpath(p, tmp).replace(os.sep, "/")
+            files[rel] = {"size": os.path.getsize(p), "sha256": sha256_file(p)}
+    return {
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "target": target,
+        "model": {"arch": meta["arch"], "scheme": meta["scheme"], "groups": G, "num_classes": C,
+                  "class_names": meta.get("class_names"), "combine": meta.get("combine", "mean"),
+                  "level_scale": level_scale,
+                  "checkpoint": {"file": os.path.basename(ckpt_path), "sha256": meta["tensors"]["sha256"],
+                                 "data_fingerprint": meta.get("data", {}).get("fingerprint")}},
+        "levels": meta["levels"],
+        "input": {"name": "input", "shape": [None, chans, size, size], "dtype": "float32", "layout": "NCHW",
+                  "image": {"dtype": "uint8", "layout": "NHWC", "size": size, "color": norm.get("color", "RGB")},
+                  "normalisation": {"scale": norm.get("scale", 1 / 255.0), "mean": norm["mean"], "std": norm["std"],
+                                    "formula": "(uint8 * scale - mean) / std per channel"}},
+        "output": {"name": "logits", "shape": [None, C], "dtype": "float32"},
+        "engines": engines,
+        "golden": {"file": "golden.npz", "count": GOLDEN_N, "atol": ATOL, "rtol": ATOL, "atol_fp16": 0.05},
+        "files": files,
+        "tools": _versions(),
+        "timings": timings,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }

@@ -1,0 +1,62 @@
+"""Inference-ready copies of the trained model: BatchNorm folded into the convolutions, eval mode.
+
+Both emitters (ONNX, TFLite) start from these, so every engine computes exactly the same function.
+"""
+import copy
+
+import torch
+from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
+
+from compile.errors import UserError
+from compile.model import GroupedNet
+
+
+def _fold(seq):
+    mods, out = list(seq), []
+    i = 0
+    while i < len(mods):
+        m = mods[i]
+        if isinstance(m, nn.Conv2d) and i + 1 < len(mods) and isinstance(mods[i + 1], nn.BatchNorm2d):
+            out.append(fuse_conv_bn_eval(m, mods[i + 1]))
+            i += 2
+            continue
+        out.append(_fold(m) if isinstance(m, nn.Sequential) else m)
+        i += 1
+    return nn.Sequential(*out)
+
+
+class DeployPath(nn.Module):
+    """One group path with BN folded: input -> unscaled logit contribution."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.features = _fold(path.features)
+        self.classifier = path.classifier
+        self.head = path.head
+
+    def forward(self, input):  # noqa: A002 - the name becomes the engine's input name
+        return self.head(self.classifier(self.features(input)))
+
+
+class DeployLevel(nn.Module):
+    """Level k of a grouped model as one network (for single-level reference files)."""
+
+    def __init__(self, paths, scale):
+        super().__init__()
+        self.paths, self.scale = nn.ModuleList(paths), scale
+
+    def forward(self, input):  # noqa: A002
+        out = self.paths[0](input)
+        for p in self.paths[1:]:
+            out = out + p(input)
+        return out * self.scale
+
+
+def deploy_paths(model):
+    if not isinstance(model, GroupedNet):
+        raise UserError("only grouped models compile to per-group engines; this checkpoint's scheme is not "
+                        "'grouped' (train one with: python build.py train --scheme grouped)")
+    model = copy.deepcopy(model).eval()
+    with torch.no_grad():
+        return [DeployPath(p).eval() for p in model.groups]

@@ -1,0 +1,88 @@
+"""TFLite emission through litert-torch: one file, one signature per (group, batch size).
+
+Why per group and not per level: XNNPACK packs each signature's weights separately and eagerly, so
+per-level signatures would hold 1+2+...+G copies of group 1's packed weights; per-group signatures
+hold one, and the runtime sums groups 1..k (../shared/docs/measured.md, TFLite memory).
+"""
+import logging
+import os
+import time
+
+import torch
+
+from compile.errors import UserError
+from compile.targets import op_version_table
+
+
+def signature_name(group, batch):
+    return "group%d_b%d" % (group, batch)
+
+
+def _quiet():
+    for name in ("absl", "litert_torch", "torch._dynamo", "torch.export"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def convert_modules(named, shape_of_batch, path):
+    """named: [(signature, module, batch)]; writes one .tflite holding every signature."""
+    _quiet()
+    import litert_torch
+    builder = None
+    for sig, module, batch in named:
+        args = (torch.zeros(shape_of_batch(batch)),)
+        builder = litert_torch.signature(sig, module, args) if builder is None else builder.signature(sig, module, args)
+    t = time.time()
+    edge = builder.convert()
+    edge.export(path)
+    return time.time() - t
+
+
+def emit_grouped(paths, input_shape, batch_sizes, path):
+    named = [(signature_name(g + 1, b), p, b) for g, p in enumerate(paths) for b in batch_sizes]
+    seconds = convert_modules(named, lambda b: (b,) + tuple(input_shape), path)
+    return {sig: {"group": int(sig[5:].split("_")[0]), "batch": b} for sig, _, b in named}, seconds
+
+
+def read_operators(path):
+    """[(name, version)] of the builtin operators the file uses, read with LiteRT's flatbuffer schema."""
+    from ai_edge_litert import schema_py_generated as schema
+    with open(path, "rb") as f:
+        buf = f.read()
+    model = schema.Model.GetRootAsModel(buf, 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    ops = set()
+    for i in range(model.OperatorCodesLength()):
+        oc = model.OperatorCodes(i)
+        code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
+        ops.add((names.get(code, "CUSTOM_%d" % code), oc.Version()))
+    return sorted(ops)
+
+
+def _vkey(v):
+    return tuple(int(x) for x in v.split("."))
+
+
+def required_runtime(ops):
+    """The lowest TFLite runtime that has every operator version in `ops`, and the op that sets it."""
+    table = op_version_table()
+    need, why = "1.5.0", None
+    for name, version in ops:
+        v = table.get(name, {}).get(str(version))
+        if v is None:
+            raise UserError("the emitted .tflite uses operator %s version %d, which compile/targets/"
+                            "tflite_op_versions.json does not know; add its minimum runtime there (from "
+                            "TensorFlow's runtime_version.cc) before shipping" % (name, version))
+        if _vkey(v) > _vkey(need):
+            need, why = v, "%s v%d" % (name, version)
+    return need, why
+
+
+def check_runtime(ops, target):
+    need, why = required_runtime(ops)
+    have = target.get("tflite_min_runtime")
+    if have and _vkey(need) > _vkey(have):
+        raise UserError("the .tflite needs TFLite runtime %s (for %s) but target %s promises to load on %s; "
+                        "raise tflite_min_runtime in compile/targets/%s.json or change the model"
+                        % (need, why, target["name"], have, target["name"]))
+    return need

@@ -1,0 +1,124 @@
+"""python -m runtime info|run|verify|restore — for people at a board's shell."""
+import argparse
+import sys
+import time
+
+import numpy as np
+
+
+def _load(args, prepare=True):
+    from runtime import load
+    return load(args.bundle, backend=args.backend, threads=args.threads, prepare=prepare)
+
+
+def cmd_info(args):
+    m = _load(args, prepare=False)
+    man = m.manifest
+    print("bundle   %s" % args.bundle)
+    print("target   %s: %s" % (man["target"]["name"], man["target"]["description"]))
+    print("model    %s, %s, %d groups, input %s, %d classes" % (
+        man["model"]["arch"], man["model"]["scheme"], man["model"]["groups"], man["input"]["shape"][1:],
+        m.num_classes))
+    print("engines  %s (running on %s%s)" % (", ".join(sorted(man["engines"])), m.backend.name,
+                                            ", %s" % m.backend.binding if hasattr(m.backend, "binding") else ""))
+    print("%-6s %10s %9s %9s" % ("level", "params", "MMACs", "test acc"))
+    for lv in man["levels"]:
+        print("%-6d %10d %9.2f %8.2f%%" % (lv["level"], lv["params"], lv["macs"] / 1e6, 100 * lv["test_accuracy"]))
+    m.close()
+    return 0
+
+
+def cmd_verify(args):
+    from runtime.bundle import load_golden
+    m = _load(args)
+    g = load_golden(m.bundle_dir, m.manifest)
+    tol = m.manifest["golden"]
+    atol = tol.get("atol_fp16", 0.05) if m.backend.name == "tensorrt" and \
+        m.manifest["engines"].get("tensorrt", {}).get("precision") == "fp16" else tol["atol"]
+    bad = 0
+    pre = float(np.max(np.abs(m.preprocess(g["images"]) - g["input"])))
+    print("preprocess  max |diff| %.2e  %s" % (pre, "ok" if pre <= 1e-5 else "MISMATCH"))
+    bad += pre > 1e-5
+    for k in m.levels:
+        out = m.infer(g["input"], k)
+        err = float(np.max(np.abs(out - g["level%d" % k])))
+        ok = np.allclose(out, g["level%d" % k], atol=atol, rtol=tol["rtol"])
+        same = int((out.argmax(1) == g["level%d" % k].argmax(1)).sum())
+        print("level %d     max |diff| %.2e  top-1 agrees %d/%d  %s" % (k, err, same, len(out), "ok" if ok else "MISMATCH"))
+        bad += not ok
+    m.close()
+    print("verify: %s (%s backend, %d levels)" % ("PASSED" if not bad else "FAILED", m.backend.name, len(m.levels)))
+    return 0 if not bad else 1
+
+
+def cmd_run(args):
+    m = _load(args)
+    shape = (args.batch,) + m.input_shape
+    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) if hasattr(np.random, "default_rng") \
+        else np.random.RandomState(0).standard_normal(shape).astype(np.float32)
+    levels = [args.level] if args.level else m.levels
+    print("%-6s %12s %12s  (batch %d, %d runs, backend %s)" % ("level", "median ms", "p95 ms", args.batch,
+                                                              args.runs, m.backend.name))
+    for k in levels:
+        m.set_level(k)
+        for _ in range(3):
+            m.infer(x)
+        ts = []
+        for _ in range(args.runs):
+            t = time.perf_counter()
+            m.infer(x)
+            ts.append(time.perf_counter() - t)
+        ts = np.sort(ts) * 1e3
+        print("%-6d %12.3f %12.3f" % (k, np.median(ts), ts[int(0.95 * (len(ts) - 1))]))
+    m.close()
+    return 0
+
+
+def cmd_restore(args):
+    from runtime.platform import restore_from_state
+    restored = restore_from_state(args.state_dir)
+    print("restored %d value(s)" % restored if restored else "nothing to restore: no saved board state")
+    return 0
+
+
+def main(argv=None):
+    from runtime.errors import RuntimeUserError
+    p = argparse.ArgumentParser(prog="python -m runtime", description="Run dynn bundles on a board.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    def bundle_cmd(name, help_, func):
+        s = sub.add_parser(name, help=help_, description=help_)
+        s.add_argument("bundle", help="bundle directory (holds manifest.json)")
+        s.add_argument("--backend", default="auto", choices=("auto", "tflite", "onnx", "tensorrt"),
+                       help="engine binding (default: the bundle's own engine, else ONNX)")
+        s.add_argument("--threads", type=int, default=None, help="engine threads")
+        s.set_defaults(func=func)
+        return s
+
+    bundle_cmd("info", "show a bundle's target, engines and levels", cmd_info)
+    bundle_cmd("verify", "run the bundle's golden vectors on this device, every level", cmd_verify)
+    r = bundle_cmd("run", "time every level (or one) on random input", cmd_run)
+    r.add_argument("--level", type=int, default=None)
+    r.add_argument("--batch", type=int, default=1)
+    r.add_argument("--runs", type=int, default=100)
+    s = sub.add_parser("restore", help="put back clocks saved by a process that died (SIGKILL, power cut)")
+    s.add_argument("--state-dir", default=None, help="where the runtime keeps its state file (default: its own)")
+    s.set_defaults(func=cmd_restore)
+    args = p.parse_args(argv)
+    if not getattr(args, "func", None):
+        p.print_help()
+        return 2
+    try:
+        return args.func(args)
+    except RuntimeUserError as exc:
+        print("error: %s" % exc, file=sys.stderr)
+        return 1
+    except Exception as exc:  # platform errors come from runtime.platform
+        if type(exc).__name__ == "PlatformError":
+            print("error: %s" % exc, file=sys.stderr)
+            return 1
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,28 @@
+"""What every engine binding implements. The Model (runtime/model.py) does the rest for all of them:
+checksums, level and shape validation, batching to the sizes an engine carries, preprocessing."""
+
+
+class Backend(object):
+    """One engine file (or engine set) holding every level.
+
+    Subclasses set `name` and implement `run_level`; they are built by `open_backend` with the
+    bundle directory and its parsed manifest.
+    """
+
+    name = "base"
+    #: batch sizes this engine runs natively; None means any batch size.
+    batch_sizes = None
+
+    def __init__(self, bundle_dir, manifest, threads=None):
+        self.bundle_dir, self.manifest, self.threads = bundle_dir, manifest, threads
+
+    def run_level(self, x, level):
+        """x: float32 C-contiguous [B, C, H, W] with B in self.batch_sizes (or any B when None).
+        Returns float32 [B, num_classes]: the logits of `level` (already scaled)."""
+        raise NotImplementedError
+
+    def prepare(self, levels):
+        """Optional: make `levels` ready to switch to without first-call costs (e.g. weight packing)."""
+
+    def close(self):
+        """Release engine resources; must be safe to call twice."""

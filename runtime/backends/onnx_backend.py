@@ -1,0 +1,53 @@
+"""ONNX Runtime: one graph, the level is an input; `If` nodes skip the groups above it."""
+import os
+
+import numpy as np
+
+from runtime.backends.base import Backend
+from runtime.errors import RuntimeUserError
+
+
+class OnnxBackend(Backend):
+    name = "onnx"
+    batch_sizes = None
+
+    def __init__(self, bundle_dir, manifest, threads=None):
+        super(OnnxBackend, self).__init__(bundle_dir, manifest, threads)
+        try:
+            import onnxruntime as ort
+        except ImportError:
+            raise RuntimeUserError("onnxruntime is not installed: pip install onnxruntime")
+        self.ort = ort
+        eng = manifest["engines"]["onnx"]
+        self.path = os.path.join(bundle_dir, eng["file"])
+        self.in_name, self.out_name, self.level_name = eng["input"], eng["output"], eng["level_input"]
+        self._levels = {}
+        self._open(threads)
+
+    def _open(self, threads):
+        opts = self.ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        opts.inter_op_num_threads = 1
+        # Spinning threads make timings erratic with few cores (../shared/docs/measured.md, ONNX).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.threads = threads
+        self.sess = self.ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+
+    def set_threads(self, threads):
+        if threads != self.threads:
+            self._open(threads)
+
+    def run_level(self, x, level):
+        lv = self._levels.get(level)
+        if lv is None:
+            lv = self._levels[level] = np.array([level], np.int32)
+        return self.sess.run([self.out_name], {self.in_name: x, self.level_name: lv})[0]
+
+    def prepare(self, levels, batch_sizes=(1,)):
+        shape = [1] + list(self.manifest["input"]["shape"][1:])
+        for k in levels:
+            self.run_level(np.zeros(shape, np.float32), k)
+
+    def close(self):
+        self.sess = None

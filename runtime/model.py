@@ -1,0 +1,197 @@
+"""The object a board application holds: one bundle, every level ready, switchable in microseconds."""
+import os
+import time
+
+import numpy as np
+
+from runtime.bundle import read_manifest, verify_files
+from runtime.errors import RuntimeUserError
+
+BACKENDS = ("tflite", "onnx", "tensorrt")
+
+
+def _backend_class(name):
+    if name == "tflite":
+        from runtime.backends.tflite_backend import TFLiteBackend
+        return TFLiteBackend
+    if name == "onnx":
+        from runtime.backends.onnx_backend import OnnxBackend
+        return OnnxBackend
+    if name == "tensorrt":
+        from runtime.backends.tensorrt_backend import TensorRTBackend
+        return TensorRTBackend
+    raise RuntimeUserError("unknown backend %r; choose one of: auto, %s" % (name, ", ".join(BACKENDS)))
+
+
+def _auto_backend(manifest):
+    """The bundle's own engine first (TensorRT or TFLite), the portable ONNX file as the fallback."""
+    own = manifest["target"]["engine"]
+    return [own, "onnx"] if own != "onnx" else ["onnx"]
+
+
+def _chunks(n, sizes):
+    """Split a batch of n into engine batch sizes: largest that fits, padding a small tail up if cheaper."""
+    out, i = [], 0
+    sizes = sorted(sizes)
+    while i < n:
+        r = n - i
+        fit = max(b for b in sizes if b <= r)
+        up = [b for b in sizes if b >= r]
+        if fit < r and up and min(up) <= 4 * r and fit == 1:
+            out.append((i, r, min(up)))  # pad r rows up to one bigger call
+            i += r
+        else:
+            out.append((i, fit, fit))
+            i += fit
+    return out
+
+
+class Model(object):
+    def __init__(self, bundle_dir, manifest, backend, board=None, sysfs_root="/", state_dir=None, dvfs=True):
+        self.bundle_dir, self.manifest, self.backend = bundle_dir, manifest, backend
+        self.levels = [lv["level"] for lv in manifest["levels"]]
+        self.accuracy = {lv["level"]: lv.get("test_accuracy") for lv in manifest["levels"]}
+        self.level = self.levels[-1]
+        inp = manifest["input"]
+        self.input_shape = tuple(inp["shape"][1:])
+        self.num_classes = manifest["output"]["shape"][1]
+        self.class_names = manifest["model"].get("class_names")
+        norm = inp["normalisation"]
+        scale = np.float32(norm["scale"])
+        mean, std = np.asarray(norm["mean"], np.float32), np.asarray(norm["std"], np.float32)
+        # (u8 * scale - mean) / std == u8 * a + b, with a, b per channel: one fused multiply-add
+        self._pre_a = (scale / std).reshape(1, -1, 1, 1).astype(np.float32)
+        self._pre_b = (-mean / std).reshape(1, -1, 1, 1).astype(np.float32)
+        self._platform_args = dict(board=board, sysfs_root=sysfs_root, state_dir=state_dir, dvfs=dvfs)
+        self._platform = None
+
+    # ---- levels ----------------------------------------------------------------------------------
+    def set_level(self, level):
+        if level not in self.accuracy:
+            raise RuntimeUserError("level %r does not exist; this bundle has levels %s" % (level, self.levels))
+        self.level = level
+
+    # ---- data ------------------------------------------------------------------------------------
+    def preprocess(self, images):
+        """uint8 [N, H, W, C] RGB images -> float32 [N, C, H, W] model input, by the manifest."""
+        images = np.asarray(images)
+        c, h, w = self.input_shape
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (h, w, c):
+            raise RuntimeUserError("preprocess expects uint8 images of shape [N, %d, %d, %d] (RGB, NHWC); got %s %s"
+                                   % (h, w, c, images.dtype, list(images.shape)))
+        x = images.transpose(0, 3, 1, 2).astype(np.float32)
+        x *= self._pre_a
+        x += self._pre_b
+        return x
+
+    def infer(self, x, level=None):
+        """float32 [N, C, H, W] -> float32 [N, classes] logits at the current (or given) level."""
+        level = self.level if level is None else level
+        if level not in self.accuracy:
+            raise RuntimeUserError("level %r does not exist; this bundle has levels %s" % (level, self.levels))
+        if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != self.input_shape:
+            raise RuntimeUserError("infer expects a float32 array [N, %s] (use model.preprocess(images)); got %s %s"
+                                   % (", ".join(map(str, self.input_shape)), getattr(x, "dtype", type(x).__name__),
+                                      list(getattr(x, "shape", []))))
+        n = x.shape[0]
+        if n == 0:
+            return np.zeros((0, self.num_classes), np.float32)
+        sizes = self.backend.batch_sizes
+        if sizes is None and not getattr(self.backend, "max_batch", None):
+            return self.backend.run_level(np.ascontiguousarray(x), level)
+        if sizes is None:
+            sizes = [1, int(self.backend.max_batch)]
+        if n in sizes:
+            return self.backend.run_level(np.ascontiguousarray(x), level)
+        out = np.empty((n, self.num_classes), np.float32)
+        for start, rows, batch in _chunks(n, sizes):
+            part = x[start:start + rows]
+            if batch != rows:
+                part = np.concatenate([part, np.zeros((batch - rows,) + self.input_shape, np.float32)])
+            out[start:start + rows] = self.backend.run_level(np.ascontiguousarray(part), level)[:rows]
+        return out
+
+    def predict(self, images, level=None):
+        """uint8 images -> predicted class indices."""
+        return self.infer(self.preprocess(images), level).argmax(1)
+
+    # ---- platform --------------------------------------------------------------------------------
+    @property
+    def platform(self):
+        """The board's DVFS, task-mapping and power control (opened on first use)."""
+        if self._platform is None:
+            from runtime.platform import Platform
+            self._platform = Platform.open(**self._platform_args)
+        return self._platform
+
+    def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None):
+        """Switch level, task mapping (cluster affinity, threads) and frequencies in one call."""
+        if level is not None:
+            self.set_level(level)
+        if cluster is not None:
+            self.platform.pin(cluster)
+        if cpu_freq_khz is not None:
+            if cluster is None:
+                raise RuntimeUserError("cpu_freq_khz needs cluster=...: frequencies are set per cluster (%s)"
+                                       % ", ".join(self.platform.clusters))
+            self.platform.set_cpu_freq(cluster, int(cpu_freq_khz))
+        if gpu_freq_hz is not None:
+            self.platform.set_gpu_freq(int(gpu_freq_hz))
+        if threads is not None and hasattr(self.backend, "set_threads"):
+            self.backend.set_threads(int(threads))
+
+    # ---- life cycle ------------------------------------------------------------------------------
+    def close(self):
+        try:
+            if self._platform is not None:
+                self._platform.close()
+        finally:
+            self._platform = None
+            if self.backend is not None:
+                self.backend.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __repr__(self):
+        return "<Model %s target=%s backend=%s levels=%s level=%d>" % (
+            self.bundle_dir, self.manifest["target"]["name"], self.backend.name, self.levels, self.level)
+
+
+def load(bundle_dir, backend="auto", threads=None, verify=True, target=None, prepare=True,
+         board=None, sysfs_root="/", state_dir=None, dvfs=True):
+    """Open a bundle: check its manifest and checksums, pick the engine binding, warm every level.
+
+    target: refuse a bundle built for another target (e.g. target="xu3").
+    board/sysfs_root/state_dir/dvfs: passed to runtime.platform when set_operating_point first needs it.
+    """
+    bundle_dir = os.fspath(bundle_dir) if hasattr(os, "fspath") else bundle_dir
+    manifest = read_manifest(bundle_dir)
+    if target is not None and manifest["target"]["name"] != target:
+        raise RuntimeUserError("bundle %s was built for target %s, not %s; build one with: "
+                               "python build.py --target %s" % (bundle_dir, manifest["target"]["name"], target, target))
+    if verify:
+        verify_files(bundle_dir, manifest)
+    names = _auto_backend(manifest) if backend == "auto" else [backend]
+    errors = []
+    for name in names:
+        if name != "tensorrt" and name not in manifest["engines"]:
+            errors.append("%s: the bundle has no %s engine" % (name, name))
+            continue
+        try:
+            be = _backend_class(name)(bundle_dir, manifest, threads)
+            break
+        except RuntimeUserError as exc:
+            errors.append(str(exc))
+    else:
+        raise RuntimeUserError("cannot run bundle %s: %s" % (bundle_dir, "; ".join(errors)))
+    model = Model(bundle_dir, manifest, be, board, sysfs_root, state_dir, dvfs)
+    if prepare:
+        t = time.time()
+        be.prepare(model.levels)
+        model.prepare_seconds = time.time() - t
+    return model

@@ -1,0 +1,105 @@
+"""Reading and writing sysfs files under one root ("/" on a board, a temporary tree in tests).
+
+Paths in board files are relative to the root; everything below works on absolute paths made by
+`Sysfs.path`. Writing here is raw: the allow-list and save/restore live in guard.py.
+"""
+import errno
+import glob
+import os
+
+from .errors import PERMISSION_FIX, PlatformError
+
+
+class Sysfs(object):
+    """One sysfs root, passed to every module that touches files (never copied as a global)."""
+
+    def __init__(self, root="/"):
+        self.root = os.path.abspath(root or "/")
+
+    def __repr__(self):
+        return "Sysfs(%r)" % self.root
+
+    def path(self, rel):
+        """Absolute, normalised path of `rel` (a board-file path relative to the root)."""
+        return os.path.normpath(os.path.join(self.root, rel.lstrip("/")))
+
+    def rel(self, path):
+        """Path relative to the root (what the state file stores)."""
+        return os.path.relpath(path, self.root)
+
+    def glob(self, pattern):
+        """Sorted absolute matches of a relative glob pattern."""
+        return sorted(os.path.normpath(p) for p in glob.glob(self.path(pattern)))
+
+    def first_dir(self, candidates, must_contain=None):
+        """First existing directory among relative paths or globs (optionally holding a given file)."""
+        for cand in candidates:
+            for path in self.glob(cand) if glob.has_magic(cand) else [self.path(cand)]:
+                if os.path.isdir(path) and (must_contain is None
+                                            or os.path.exists(os.path.join(path, must_contain))):
+                    return path
+        return None
+
+    # -- reading -----------------------------------------------------------------------------
+    @staticmethod
+    def try_read(path):
+        """Stripped text of a file, or None if it is missing or unreadable."""
+        try:
+            with open(path, "r") as f:
+                return f.read().strip()
+        except (OSError, IOError, UnicodeDecodeError):
+            return None
+
+    def read(self, path):
+        text = self.try_read(path)
+        if text is None:
+            if os.path.exists(path):
+                raise PlatformError("cannot read %s: permission denied or I/O error; run with sudo" % path)
+            raise PlatformError("cannot read %s: file does not exist" % path)
+        return text
+
+    def try_read_int(self, path):
+        text = self.try_read(path)
+        try:
+            return int(text.split()[0]) if text else None
+        except ValueError:
+            return None
+
+    def try_read_ints(self, path):
+        """Whitespace-separated integers (e.g. available frequencies), sorted; None if absent."""
+        text = self.try_read(path)
+        if not text:
+            return None
+        try:
+            return sorted(set(int(v) for v in text.split()))
+        except ValueError:
+            return None
+
+    # -- writing -----------------------------------------------------------------------------
+    @staticmethod
+    def writable(path):
+        return os.access(path, os.W_OK)
+
+    @staticmethod
+    def write(path, value):
+        """Write `value` to one file; OSError becomes a PlatformError naming the file and the fix."""
+        text = str(value)
+        try:
+            with open(path, "w") as f:
+                f.write(text)
+        except (OSError, IOError) as e:
+            raise write_error(path, text, e)
+
+
+def write_error(path, text, e):
+    code = getattr(e, "errno", None)
+    if code in (errno.EACCES, errno.EPERM):
+        return PlatformError("no permission to write %s (%s): %s"
+                             % (path, errno.errorcode.get(code, code), PERMISSION_FIX))
+    if code == errno.ENOENT:
+        return PlatformError("cannot write %r to %s: file does not exist (wrong board file or kernel?)"
+                             % (text, path))
+    if code == errno.EINVAL:
+        return PlatformError("kernel rejected %r for %s (EINVAL): check the value against the available "
+                             "ones and the current governor/limits" % (text, path))
+    return PlatformError("cannot write %r to %s: %s" % (text, path, getattr(e, "strerror", None) or e))
