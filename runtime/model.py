@@ -97,11 +97,7 @@ class Model(object):
         if n == 0:
             return np.zeros((0, self.num_classes), np.float32)
         sizes = self.backend.batch_sizes
-        if sizes is None and not getattr(self.backend, "max_batch", None):
-            return self.backend.run_level(np.ascontiguousarray(x), level)
-        if sizes is None:
-            sizes = [1, int(self.backend.max_batch)]
-        if n in sizes:
+        if sizes is None or n in sizes:  # None: the engine takes any batch (ONNX Runtime, TensorRT)
             return self.backend.run_level(np.ascontiguousarray(x), level)
         out = np.empty((n, self.num_classes), np.float32)
         for start, rows, batch in _chunks(n, sizes):
@@ -128,13 +124,17 @@ class Model(object):
         """Switch level, task mapping (cluster affinity, threads) and frequencies in one call."""
         if level is not None:
             self.set_level(level)
+        name = None
         if cluster is not None:
-            self.platform.pin(cluster)
+            name = self.platform.cluster(cluster)  # "big"/"little" aliases -> the board's cluster name
+            self.platform.pin(name)
+            if threads is None:
+                threads = self.platform.cores(name)
         if cpu_freq_khz is not None:
-            if cluster is None:
+            if name is None:
                 raise RuntimeUserError("cpu_freq_khz needs cluster=...: frequencies are set per cluster (%s)"
                                        % ", ".join(self.platform.clusters))
-            self.platform.set_cpu_freq(cluster, int(cpu_freq_khz))
+            self.platform.set_cpu_freq(name, int(cpu_freq_khz))
         if gpu_freq_hz is not None:
             self.platform.set_gpu_freq(int(gpu_freq_hz))
         if threads is not None and hasattr(self.backend, "set_threads"):
@@ -162,6 +162,20 @@ class Model(object):
             self.bundle_dir, self.manifest["target"]["name"], self.backend.name, self.levels, self.level)
 
 
+def _check_board(bundle_dir, manifest, board, sysfs_root):
+    """Refuse a bundle made for another board (a Nano bundle on an XU3); host bundles run anywhere."""
+    want = manifest["target"].get("board")
+    if not want:
+        return
+    from runtime.platform import detect_board, load_board
+    from runtime.platform.sysfs import Sysfs
+    here = load_board(board) if board else detect_board(Sysfs(sysfs_root))
+    if here is not None and not getattr(here, "generic", False) and here.name != want:
+        raise RuntimeUserError("bundle %s is for target %s (board %s) but this board is %s; build and deploy a "
+                               "bundle for this board (python build.py --list-targets)"
+                               % (bundle_dir, manifest["target"]["name"], want, here.name))
+
+
 def load(bundle_dir, backend="auto", threads=None, verify=True, target=None, prepare=True,
          board=None, sysfs_root="/", state_dir=None, dvfs=True):
     """Open a bundle: check its manifest and checksums, pick the engine binding, warm every level.
@@ -174,6 +188,7 @@ def load(bundle_dir, backend="auto", threads=None, verify=True, target=None, pre
     if target is not None and manifest["target"]["name"] != target:
         raise RuntimeUserError("bundle %s was built for target %s, not %s; build one with: "
                                "python build.py --target %s" % (bundle_dir, manifest["target"]["name"], target, target))
+    _check_board(bundle_dir, manifest, board, sysfs_root)
     if verify:
         verify_files(bundle_dir, manifest)
     names = _auto_backend(manifest) if backend == "auto" else [backend]

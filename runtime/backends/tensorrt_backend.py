@@ -18,15 +18,17 @@ import os
 
 import numpy as np
 
-from .base import Backend
+from runtime.backends.base import Backend
+from runtime.errors import RuntimeUserError
 
 RECORD = "engine.json"
 RECORD_SCHEMA, RECORD_SCHEMA_VERSION = "dynn-trt-engine", 1
 MODES = ("if", "per-group")
 
 
-class TensorRTError(RuntimeError):
-    """Expected failure (no or stale engine, missing package): the message says what to do."""
+class TensorRTError(RuntimeUserError):
+    """Expected failure (no or stale engine, missing package): the message says what to do. A
+    RuntimeUserError, so runtime.load() can fall back to another engine and the CLI prints one line."""
 
 
 def build_hint(bundle_dir):
@@ -148,7 +150,8 @@ class _PyCuda(object):
             for alloc in self._device_allocs:
                 alloc.free()
             for arr in self._host_arrays:
-                arr.base.free()
+                if hasattr(arr.base, "free"):  # pagelocked_empty's base is its HostAllocation
+                    arr.base.free()
             self._device_allocs, self._host_arrays, self._stream = [], [], None
         self._ctx.detach()
 
@@ -221,11 +224,15 @@ def open_cuda(trt_major):
     kinds = [(_PyCuda, "pycuda"), (_CudaRt, "cuda-python")]
     if trt_major >= 10:
         kinds.reverse()
-    for cls, _ in kinds:
+    for cls, package in kinds:
         try:
             return cls()
         except ImportError:
             continue
+        except RuntimeUserError:
+            raise
+        except Exception as e:  # the package is there but CUDA would not start (no GPU, driver mismatch)
+            raise TensorRTError("cannot start CUDA through %s: %s" % (package, e))
     if trt_major < 10:
         raise TensorRTError("pycuda is not installed: TensorRT %d needs it to move data to the GPU; on the Nano "
                             "(Python 3.6) run: pip3 install pycuda==2022.1 with /usr/local/cuda/bin on PATH"

@@ -233,14 +233,24 @@ class Guard(object):
             raise PlatformError("refusing to write %s: it is not declared in board file %r"
                                 % (path, self.board_name))
         self._activate()
-        if path not in self._originals:
+        new = path not in self._originals
+        if new:
             original = self.sysfs.try_read(path)
             if original is None:
                 raise PlatformError("cannot read the current value of %s, so it could not be restored; "
                                     "not changing it (run with sudo?)" % path)
             self._originals[path] = original
             self._save_state()
-        self.sysfs.write(path, value)
+        try:
+            self.sysfs.write(path, value)
+        except PlatformError:
+            if new:  # the file did not change: nothing to restore there
+                del self._originals[path]
+                if self._originals:
+                    self._save_state()
+                else:
+                    self._remove_state()
+            raise
 
     def write_range(self, min_path, max_path, lo, hi):
         write_range(self.write, self.sysfs.try_read_int, min_path, max_path, lo, hi)

@@ -84,6 +84,8 @@ class Sysfs(object):
     def write(path, value):
         """Write `value` to one file; OSError becomes a PlatformError naming the file and the fix."""
         text = str(value)
+        if not os.path.exists(path):  # never create files: sysfs attributes exist or the path is wrong
+            raise write_error(path, text, OSError(errno.ENOENT, "No such file or directory"))
         try:
             with open(path, "w") as f:
                 f.write(text)
