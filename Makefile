@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TFLITE_VENV := .venv-tflite
 
-.PHONY: run test venv clean-venv
+.PHONY: run test venv clean-venv ssh-tools
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -25,7 +25,12 @@ run: $(VENV)/.installed
 	$(PY) build.py --target host-cpu
 	$(PY) -m runtime verify artifacts/host-cpu
 
-test: $(VENV)/.installed $(TFLITE_VENV)/.installed
+# The deploy test starts a real ssh server on loopback: Debian's openssh-server and rsync.
+ssh-tools:
+	@if ! [ -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null; then \
+		apt-get update -qq && apt-get install -y -qq openssh-server rsync >/dev/null; fi
+
+test: $(VENV)/.installed $(TFLITE_VENV)/.installed ssh-tools
 	$(PY) -m pytest -q tests
 
 clean-venv:

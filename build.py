@@ -84,7 +84,13 @@ def cmd_build(args):
     return 0
 
 
-def build_parser():
+def _lazy(module):
+    def run(args):
+        return __import__(module, fromlist=["main"]).main(args)
+    return run
+
+
+def build_parser(argv=()):
     p = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="\n".join(__doc__.split("\n")[1:]))
@@ -109,22 +115,33 @@ def build_parser():
     t.add_argument("--scheme", choices=("grouped", "dense", "static"), default="grouped",
                    help="grouped: incremental group training (default); dense: Tann et al. 2016 baseline; "
                         "static: one model per width trained from scratch")
-    t.add_argument("--arch", default=None, help="group path architecture (default alexnet-cifar)")
-    t.add_argument("--groups", type=int, default=None, help="number of groups G, 2-8 (default 4)")
-    t.add_argument("--epochs", type=int, default=None, help="epochs per incremental step (default 10)")
-    t.add_argument("--batch-size", type=int, default=None, help="default 128")
-    t.add_argument("--lr", type=float, default=None, help="OneCycle peak learning rate (default 0.1)")
-    t.add_argument("--own-loss-weight", type=float, default=None,
+    t.add_argument("--arch", default=None, metavar="NAME", help="group path architecture (default alexnet-cifar; python build.py info --layers shows its layer table)")
+    t.add_argument("--groups", type=int, default=None, metavar="G", help="number of groups G, 2-8 (default 4)")
+    t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per incremental step (default 10)")
+    t.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per training step (default 128)")
+    t.add_argument("--lr", type=float, default=None, metavar="LR", help="OneCycle peak learning rate (default 0.1)")
+    t.add_argument("--own-loss-weight", type=float, default=None, metavar="W",
                    help="weight of group k's own loss next to the level-k loss (default 1.0)")
-    t.add_argument("--input-size", type=int, default=None, help="square input size (default 32)")
-    t.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    t.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    t.add_argument("--input-size", type=int, default=None, metavar="PX", help="square input size; image folders are resized to it (default 32)")
+    t.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default 0)")
+    t.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's choice)")
     t.add_argument("--out", default=None, metavar="DIR",
                    help="output directory (default artifacts/default, or artifacts/baselines/<scheme>)")
     t.add_argument("--run-dir", default=None, metavar="DIR",
                    help="where resumable state goes (default runs/<out-name>-<scheme>)")
     t.add_argument("--no-progress", action="store_true", help="no progress bar, one line per epoch only")
     t.set_defaults(func=cmd_train)
+
+    # Long-running tools live in their own modules; each exposes add_arguments(parser) and main(args) -> int.
+    for name, module, help_ in (
+            ("bench", "compile.bench", "measure levels, switching, memory and peers on this machine; write a report"),
+            ("demo", "compile.demo", "run CIFAR-10 through the runtime manager while the budget and the load change"),
+            ("profile", "compile.profile_cmd", "profile a bundle's operating points on this machine (the boards "
+                                               "run board_scripts/profile.py)")):
+        sp = sub.add_parser(name, help=help_, description=help_)
+        sp.set_defaults(func=_lazy(module), module=module)
+        if name in argv:  # import a tool's module only when it is asked for: --help stays fast
+            __import__(module, fromlist=["add_arguments"]).add_arguments(sp)
 
     i = sub.add_parser("info", help="print a checkpoint's levels: parameters, MACs and accuracy")
     i.add_argument("checkpoint", nargs="?", default=DEFAULT_CKPT, help="default " + DEFAULT_CKPT)
@@ -136,7 +153,8 @@ def build_parser():
 def main(argv=None):
     sys.path.insert(0, ROOT)
     from compile.errors import UserError
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         if args.list_targets:

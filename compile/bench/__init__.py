@@ -1,0 +1,58 @@
+"""`python build.py bench`: the numbers that show where this project stands, measured side by side in one run.
+
+Every comparison is a ratio of things timed in the same process, interleaved round by round; nothing is
+compared with a number from another day. Writes OUT/bench.json, OUT/report.md and PNG plots; --publish
+also copies them to docs/bench/ (the report the README links to).
+
+  python build.py bench --quick            smoke mode (CI): batch 1, few rounds, about 2 minutes
+  python build.py bench --publish          full run (about 10-20 minutes on 2 cores), then refresh docs/bench/
+
+Modules, one job each: refs (single-level, dense and static reference files), engines (the callables timed),
+latency (interleaved timing), switching, memory (+ memory_worker, fresh processes), peak (GEMM limit),
+accuracy, manager, stats (pure arithmetic), run (orchestration), report and plots.
+"""
+import os
+
+DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
+DEFAULT_DENSE = os.path.join("artifacts", "baselines", "dense", "model.safetensors")
+DEFAULT_STATIC = os.path.join("artifacts", "baselines", "static")
+PUBLISH_DIR = os.path.join("docs", "bench")
+
+
+def add_arguments(p):
+    p.add_argument("--target", default="host-cpu",
+                   help="bundle target to measure on this machine; needs a TFLite engine (default %(default)s)")
+    p.add_argument("--checkpoint", default=DEFAULT_CKPT, help="the grouped model (default %(default)s)")
+    p.add_argument("--bundle", metavar="DIR", default=None,
+                   help="bundle built from --checkpoint (default: artifacts/<target> when it was built from it, "
+                        "else one is built into the work folder)")
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="where bench.json, report.md and the plots go (default bench-out/<target>)")
+    p.add_argument("--work", metavar="DIR", default=None,
+                   help="cache of converted reference models (default OUT/work)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke mode: batch 1 only, few rounds, small accuracy subset (about 2 minutes)")
+    p.add_argument("--threads", metavar="N,N", default=None,
+                   help="thread counts to measure (default: 1 and this machine's usable cores)")
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="re-measure every accuracy through the engines on this CIFAR-10 test split "
+                        "(default: the accuracies the checkpoints recorded)")
+    p.add_argument("--dense", metavar="CKPT", default=DEFAULT_DENSE,
+                   help="dense-incremental baseline checkpoint (default %(default)s; missing is reported)")
+    p.add_argument("--static-dir", metavar="DIR", default=DEFAULT_STATIC,
+                   help="static baselines, DIR/width-K/model.safetensors (default %(default)s)")
+    p.add_argument("--demo", metavar="PATH", default=None,
+                   help="demo.json (or its directory) of `python build.py demo` (default: looked for in "
+                        "bench-out/demo, artifacts/demo, runs/demo, docs/demo)")
+    p.add_argument("--publish", action="store_true",
+                   help="also copy bench.json, report.md and the plots to %s" % PUBLISH_DIR)
+
+
+def main(args):
+    import sys
+    if "torch" not in sys.modules:
+        # Idle OpenMP threads of PyTorch must sleep, not spin, or they slow whatever is timed next.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from compile.bench.run import run_bench
+    return run_bench(args)

@@ -1,0 +1,61 @@
+"""The things the benchmark runs, each as a plain callable fn(x) -> logits.
+
+  engine       the shipped runtime (runtime.load, TFLite/XNNPACK, one file, every level): Model.infer
+  onnxruntime  the same bundle's model.onnx through the runtime's ONNX backend (no spinning threads)
+  pytorch      the same BatchNorm-folded group paths in eager PyTorch (compile.deploy.DeployLevel)
+  single       a separately compiled single-level .tflite (compile/bench/refs.py)
+  dense        the dense-incremental baseline's .tflite, one signature per level
+"""
+import numpy as np
+
+
+def open_interpreter(path, threads):
+    from runtime.backends.tflite_backend import interpreter_class
+    cls, _ = interpreter_class()
+    return cls(model_path=path, num_threads=int(threads))
+
+
+class Signature(object):
+    """One signature of an open TFLite interpreter, called like a function."""
+
+    def __init__(self, interp, name):
+        io = interp.get_signature_list()
+        if name not in io:
+            raise KeyError("no signature %s (available: %s)" % (name, ", ".join(sorted(io))))
+        self.runner = interp.get_signature_runner(name)
+        self.inp, self.out = io[name]["inputs"][0], io[name]["outputs"][0]
+
+    def __call__(self, x):
+        return self.runner(**{self.inp: x})[self.out]
+
+
+def engine_level(model, level):
+    return lambda x: model.infer(x, level)
+
+
+def torch_levels(paths, level_scale, threads):
+    """{level: fn} running DeployLevel(paths[:k]) eagerly under inference_mode with `threads` torch threads."""
+    import torch
+    from compile.deploy import DeployLevel
+    mods = {k: DeployLevel(paths[:k], level_scale[k - 1]).eval() for k in range(1, len(paths) + 1)}
+
+    def make(mod):
+        def run(x):
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+            with torch.inference_mode():
+                return mod(torch.from_numpy(x)).numpy()
+        return run
+    return {k: make(m) for k, m in mods.items()}
+
+
+def run_batched(fn, x, batch):
+    """Run fn (which takes exactly `batch` rows) over all of x, zero-padding the tail."""
+    out = []
+    for i in range(0, len(x), batch):
+        part = x[i:i + batch]
+        n = len(part)
+        if n < batch:
+            part = np.concatenate([part, np.zeros((batch - n,) + part.shape[1:], part.dtype)])
+        out.append(fn(np.ascontiguousarray(part))[:n])
+    return np.concatenate(out)

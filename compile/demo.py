@@ -1,0 +1,448 @@
+"""`python build.py demo`: CIFAR-10 through the runtime manager while the budget and the CPU load change.
+
+  python build.py demo [--target host-cpu | --bundle DIR] [--data DIR] [--duration S] [--quick] [--out DIR]
+
+Frames (CIFAR-10 test images, batch 1) arrive every --period-ms, like a camera. Each phase lasts
+--duration seconds and follows the same schedule (fractions of the phase):
+  0.00-0.15  budget HI (1.4 x the profiled p95 latency of the most accurate point: the full model fits)
+  0.15-0.30  budget LO (1.4 x the p95 of a middle point of the latency front: the manager must drop levels)
+  0.30-1.00  budget HI again; 0.40-0.80: a second process busy-loops on every core (--load-workers
+             processes, default 2 per core), then stops by itself
+Phase 1 runs the manager (runtime.manager.Manager); phase 2 runs a fixed full-width model (the most
+accurate point of the profile) through the same schedule and load. Printed: a live line per --interval,
+then the hit rate (inferences within the budget) during the load after a settling window, and accuracy,
+manager vs fixed. Written to --out (default demo-out/): demo.json and timeline.png.
+The profile is BUNDLE/profile.json; without one a quick profile is measured first.
+"""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import warnings
+
+import numpy as np
+
+from compile.errors import UserError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DATA_DIRS = ("data", "/work/data")
+DEFAULT_OUT = "demo-out"
+SCHEDULE = {"lo": (0.15, 0.30), "load": (0.40, 0.80)}
+BUDGET_FACTOR = 1.4  # budgets: this x the profiled p95 latency of a point on the front
+
+# The load generator: N busy processes (this one and N-1 forks), each stops at its own deadline.
+LOADGEN = r"""
+import os, sys, time
+end = time.time() + float(sys.argv[1])
+n = int(sys.argv[2])
+kids, child = [], False
+for _ in range(n - 1):
+    pid = os.fork()
+    if pid == 0:
+        child, kids = True, []
+        break
+    kids.append(pid)
+x = 0
+while time.time() < end:
+    for _ in range(20000):
+        x += 1
+if child:
+    os._exit(0)
+for pid in kids:
+    os.waitpid(pid, 0)
+"""
+
+
+class LoadGenerator(object):
+    """A separate process group that loads every CPU for `duration_s` and exits by itself."""
+
+    def __init__(self, duration_s, workers):
+        self.duration_s, self.workers = float(duration_s), int(workers)
+        self.proc = None
+        self.pgid = None
+
+    def start(self):
+        self.proc = subprocess.Popen([sys.executable, "-c", LOADGEN, "%.3f" % self.duration_s, str(self.workers)],
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        self.pgid = self.proc.pid  # a new session: its id is the leader's pid; the forks share it
+        return self
+
+    def running(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def stop(self):
+        """Kill what is left of the group (nothing, when it ended by itself) and reap the leader."""
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+        self.proc.wait()
+
+
+def group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+
+
+# ---- setup -------------------------------------------------------------------------------------------
+def add_arguments(p):
+    p.add_argument("--target", default="host-cpu", help="bundle artifacts/<target> (default %(default)s)")
+    p.add_argument("--bundle", default=None, metavar="DIR", help="bundle directory (overrides --target)")
+    p.add_argument("--data", default=None, metavar="DIR",
+                   help="CIFAR-10 python batches (default: data/, then /work/data)")
+    p.add_argument("--duration", type=float, default=None, help="seconds per phase (default 40, quick 12)")
+    p.add_argument("--quick", action="store_true", help="short phases, fewer images")
+    p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output directory (default %(default)s)")
+    p.add_argument("--budget-ms", default=None, metavar="HI[,LO]", help="latency budgets (default: from the profile)")
+    p.add_argument("--period-ms", type=float, default=None, help="frame interval (default: the HI budget)")
+    p.add_argument("--load-workers", type=int, default=None, help="busy processes (default 2 per CPU)")
+    p.add_argument("--interval", type=float, default=None, help="seconds between live lines (default 2, quick 1)")
+    p.add_argument("--no-fixed", action="store_true", help="skip the fixed full-width comparison phase")
+    p.add_argument("--profile", default=None, metavar="FILE", help="profile (default BUNDLE/profile.json)")
+
+
+def find_data(arg):
+    if arg:
+        return arg
+    for d in DATA_DIRS:
+        if os.path.isdir(d):
+            return d
+    raise UserError("no CIFAR-10 data in %s; make it with: python ../shared/tools/cifar10_from_jpeg.py data"
+                    % " or ".join(DATA_DIRS))
+
+
+def load_test_images(data_dir, limit=None):
+    from compile.data import load_dataset
+    ds = load_dataset(data_dir)
+    x, y = ds.test_x.numpy(), ds.test_y.numpy()
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return np.ascontiguousarray(x.transpose(0, 2, 3, 1)), y.astype(np.int64)
+
+
+def get_profile(bundle, path, log=print):
+    from runtime import profile_data as pdata
+    from compile.profile_cmd import measure_here, measure_options
+    path = path or os.path.join(bundle, pdata.PROFILE_FILE)
+    if not os.path.isfile(path):
+        log("no profile at %s: measuring a quick one first" % path)
+        measure_here(measure_options(bundle, path, quick=True), log=lambda s: log("  " + s))
+    return pdata.read_profile(path), path
+
+
+# ---- one phase ---------------------------------------------------------------------------------------
+class ManagerRunner(object):
+    name = "manager"
+
+    def __init__(self, mgr):
+        self.mgr = mgr
+
+    def set_budget(self, ms):
+        self.mgr.set_budget(latency_ms=ms)
+
+    def infer(self, x):
+        return self.mgr.infer(x)
+
+    def point(self):
+        return self.mgr.point
+
+
+class FixedRunner(object):
+    name = "fixed"
+
+    def __init__(self, model, point):
+        self.model, self._point = model, point
+        kw = {"level": point["level"]}
+        if point.get("threads") is not None:
+            kw["threads"] = point["threads"]
+        model.set_operating_point(**kw)
+
+    def set_budget(self, ms):
+        pass
+
+    def infer(self, x):
+        return self.model.infer(x)
+
+    def point(self):
+        return self._point
+
+
+def budget_at(t, dur, hi, lo):
+    a, b = SCHEDULE["lo"]
+    return lo if a * dur <= t < b * dur else hi
+
+
+def run_phase(runner, X, Y, dur, hi, lo, period_s, workers, interval, settle_s, log):
+    """Run one phase; returns (per-inference arrays, load generator info)."""
+    n_img = len(X)
+    cap = int(dur / max(period_s, 1e-4) * 1.2) + 1000
+    t_rec, lat_rec, bud_rec = np.zeros(cap), np.zeros(cap), np.zeros(cap)
+    lvl_rec, thr_rec, ok_rec = np.zeros(cap, np.int16), np.zeros(cap, np.int16), np.zeros(cap, bool)
+    l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
+    gen = LoadGenerator(l1 - l0, workers)
+    info = {"workers": workers, "start_s": None, "end_s": None, "pgid": None}
+    budget = None
+    i = 0
+    last_print, last_i = 0.0, 0
+    start = time.perf_counter()
+    next_t = start
+    try:
+        while i < cap:
+            now = time.perf_counter()
+            t = now - start
+            if t >= dur:
+                break
+            if info["start_s"] is None and t >= l0:
+                gen.start()
+                info["start_s"], info["pgid"] = t, gen.pgid
+            elif info["start_s"] is not None and info["end_s"] is None and not gen.running():
+                info["end_s"] = t
+            b = budget_at(t, dur, hi, lo)
+            if b != budget:
+                runner.set_budget(b)
+                if budget is not None:
+                    log("  [%s] t=%5.1fs  budget -> %.3f ms" % (runner.name, t, b))
+                budget = b
+            if next_t > now:
+                time.sleep(next_t - now)
+            k = i % n_img
+            x = X[k:k + 1]
+            t0 = time.perf_counter()
+            logits = runner.infer(x)
+            t1 = time.perf_counter()
+            p = runner.point()
+            t_rec[i], lat_rec[i], bud_rec[i] = t0 - start, (t1 - t0) * 1e3, b
+            lvl_rec[i], thr_rec[i] = p["level"], p.get("threads") or 0
+            ok_rec[i] = int(np.argmax(logits[0])) == Y[k]
+            i += 1
+            next_t = max(next_t + period_s, t1)
+            if t1 - start - last_print >= interval:
+                sl = slice(last_i, i)
+                lat = lat_rec[sl]
+                loaded = info["start_s"] is not None and info["end_s"] is None
+                log("  [%-7s] t=%5.1fs  budget %.3f ms  load %-3s  level %d (%d thr)  p95 %.3f ms  hit %5.1f%%  "
+                    "acc so far %5.1f%%  (%d inferences)" % (
+                        runner.name, t1 - start, b, "ON" if loaded else "off", p["level"], p.get("threads") or 0,
+                        np.percentile(lat, 95), 100.0 * np.mean(lat <= bud_rec[sl]), 100.0 * np.mean(ok_rec[:i]), i))
+                last_print, last_i = t1 - start, i
+    finally:
+        gen.stop()
+    if info["start_s"] is not None and info["end_s"] is None:
+        info["end_s"] = time.perf_counter() - start
+    info["scheduled"] = [l0, l1]
+    info["gone"] = info["pgid"] is None or not group_alive(info["pgid"])
+    rec = {"t": t_rec[:i], "latency_ms": lat_rec[:i], "budget_ms": bud_rec[:i], "level": lvl_rec[:i],
+           "threads": thr_rec[:i], "correct": ok_rec[:i]}
+    return rec, info
+
+
+def summarize(rec, dur, settle_s):
+    t, lat, bud, ok, lvl = rec["t"], rec["latency_ms"], rec["budget_ms"], rec["correct"], rec["level"]
+    hit = lat <= bud
+    l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
+    a, b = SCHEDULE["lo"][0] * dur, SCHEDULE["lo"][1] * dur
+    win = {"load_settled": (t >= l0 + settle_s) & (t < l1), "load": (t >= l0) & (t < l1),
+           "before_load": (t < l0) & ~((t >= a) & (t < b)), "lo_budget": (t >= a) & (t < b),
+           "after_load": t >= l1, "all": np.ones(len(t), bool)}
+    out = {}
+    for name, m in win.items():
+        n = int(m.sum())
+        out[name] = {"n": n, "hit_rate": float(hit[m].mean()) if n else None,
+                     "accuracy": float(ok[m].mean()) if n else None,
+                     "mean_level": float(lvl[m].mean()) if n else None,
+                     "p50_ms": float(np.percentile(lat[m], 50)) if n else None,
+                     "p95_ms": float(np.percentile(lat[m], 95)) if n else None}
+    return out
+
+
+def interval_series(rec, step):
+    """Per-interval aggregates for the JSON and the plot."""
+    t = rec["t"]
+    if not len(t):
+        return []
+    edges = np.arange(0.0, t[-1] + step, step)
+    out = []
+    for e in edges:
+        m = (t >= e) & (t < e + step)
+        if not m.any():
+            continue
+        lat = rec["latency_ms"][m]
+        out.append({"t": float(e + step / 2), "n": int(m.sum()), "p50_ms": float(np.median(lat)),
+                    "p95_ms": float(np.percentile(lat, 95)), "hit_rate": float(np.mean(lat <= rec["budget_ms"][m])),
+                    "budget_ms": float(rec["budget_ms"][m][-1]), "level": float(np.mean(rec["level"][m])),
+                    "accuracy_so_far": float(rec["correct"][:int(np.nonzero(m)[0][-1]) + 1].mean())})
+    return out
+
+
+# ---- plot --------------------------------------------------------------------------------------------
+def plot_timeline(phases, infos, dur, settle_s, hi, lo, path, title):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    colors = {"manager": "C0", "fixed": "C1"}
+    fig, axes = plt.subplots(4, 1, figsize=(12, 11), sharex=True,
+                             gridspec_kw={"height_ratios": [3, 1.4, 1.4, 1.4]})
+    ymax = 2.5 * hi
+    ax = axes[0]
+    for name, rec in phases.items():
+        lat = np.minimum(rec["latency_ms"], ymax)
+        clipped = rec["latency_ms"] > ymax
+        ax.plot(rec["t"][~clipped], lat[~clipped], ".", ms=2, alpha=0.35, color=colors[name],
+                label="%s: latency of each inference" % ("manager" if name == "manager" else "fixed full-width model"))
+        ax.plot(rec["t"][clipped], lat[clipped], "^", ms=3, alpha=0.5, color=colors[name])
+    tt = np.linspace(0, dur, 2000)
+    ax.plot(tt, [budget_at(x, dur, hi, lo) for x in tt], color="k", lw=1.5, label="budget")
+    ax.set_ylim(0, ymax * 1.03)
+    ax.set_ylabel("latency (ms)\n(^ = clipped)")
+    ax.legend(loc="upper left", fontsize=8, markerscale=4)
+    for name, rec in phases.items():
+        series = interval_series(rec, max(dur / 40.0, 0.25))
+        ts = [s["t"] for s in series]
+        axes[1].step(ts, [s["level"] for s in series], where="mid", color=colors[name], label=name)
+        axes[2].plot(ts, [100 * s["hit_rate"] for s in series], "-o", ms=3, color=colors[name], label=name)
+        axes[3].plot(ts, [100 * s["accuracy_so_far"] for s in series], color=colors[name], label=name)
+    axes[1].set_ylabel("level\n(mean per interval)")
+    axes[2].axhline(95, color="k", ls=":", lw=1)
+    axes[2].set_ylabel("budget met (%)\nper interval")
+    axes[2].set_ylim(-2, 102)
+    axes[3].set_ylabel("accuracy so far (%)")
+    axes[3].set_xlabel("time in phase (s)")
+    for a in axes:
+        l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
+        a.axvspan(l0, l1, color="red", alpha=0.08)
+        a.axvspan(l0, l0 + settle_s, color="red", alpha=0.08, hatch="//", fill=False, lw=0)
+        a.grid(alpha=0.3)
+    axes[0].text((SCHEDULE["load"][0] + SCHEDULE["load"][1]) / 2 * dur, ymax * 0.97,
+                 "CPU load (second process); hatched: settling", ha="center", va="top", fontsize=8, color="darkred")
+    axes[1].legend(loc="lower left", fontsize=8)
+    fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+# ---- main --------------------------------------------------------------------------------------------
+def _fmt(v, pct=True):
+    if v is None:
+        return "n/a"
+    return "%.1f%%" % (100 * v) if pct else "%.2f" % v
+
+
+def main(args, log=print):
+    from runtime import load
+    from runtime import profile_data as pdata
+    from runtime.errors import RuntimeUserError
+    from runtime.manager import Manager, benchmark_decision
+
+    bundle = args.bundle or os.path.join("artifacts", args.target)
+    dur = args.duration or (12.0 if args.quick else 40.0)
+    interval = args.interval or (1.0 if args.quick else 2.0)
+    workers = args.load_workers or 2 * (os.cpu_count() or 1)
+    if dur < 1.0:
+        raise UserError("--duration must be at least 1 second")
+    data_dir = find_data(args.data)
+    try:
+        prof, prof_path = get_profile(bundle, args.profile, log)
+        model = load(bundle)
+    except RuntimeUserError as exc:
+        raise UserError(str(exc))
+    X, Y = load_test_images(data_dir, 2000 if args.quick else None)
+    X = model.preprocess(X)
+    try:
+        probe = Manager(model, prof)
+    except RuntimeUserError as exc:
+        raise UserError(str(exc))
+    ladder = probe.ladder  # no budget: the latency front, most accurate first
+    top = ladder[0]
+    mid = ladder[::-1][(len(ladder) - 1) // 2]
+    if args.budget_ms:
+        parts = [float(v) for v in args.budget_ms.split(",")]
+        hi, lo = parts[0], parts[1] if len(parts) > 1 else parts[0]
+    else:
+        hi = BUDGET_FACTOR * pdata.cost(top, "latency_p95")
+        lo = min(hi, BUDGET_FACTOR * pdata.cost(mid, "latency_p95"))
+    period_s = (args.period_ms or hi) / 1e3
+    l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
+    settle_s = max(0.5, 0.1 * (l1 - l0))
+    log("bundle %s (%s, levels %s), profile %s (%d points, p95 latency front: %s)" % (
+        bundle, model.backend.name, model.levels, prof_path, len(prof["points"]),
+        ", ".join("%s %.3f ms" % (pdata.label(p), pdata.cost(p, "latency_p95")) for p in ladder[::-1])))
+    log("data %s: %d test images; frames every %.3f ms; budget HI %.3f ms, LO %.3f ms (%.0f-%.0f%% of the phase); "
+        "load %d busy processes from %.1f s to %.1f s; settling %.1f s" % (
+            data_dir, len(X), period_s * 1e3, hi, lo, 100 * SCHEDULE["lo"][0], 100 * SCHEDULE["lo"][1], workers,
+            l0, l1, settle_s))
+    phases, infos, summaries = {}, {}, {}
+    mgr = None
+    shown = warnings.showwarning
+    warnings.showwarning = lambda msg, *a, **k: log("  [manager] warning: %s" % msg)
+    try:
+        log("phase 1: the manager (%.0f s)" % dur)
+        mgr = Manager(model, prof)
+        phases["manager"], infos["manager"] = run_phase(ManagerRunner(mgr), X, Y, dur, hi, lo, period_s, workers,
+                                                        interval, settle_s, log)
+        if not args.no_fixed:
+            time.sleep(0.5)
+            log("phase 2: fixed full-width model at %s (%.0f s)" % (pdata.label(top), dur))
+            phases["fixed"], infos["fixed"] = run_phase(FixedRunner(model, top), X, Y, dur, hi, lo, period_s,
+                                                        workers, interval, settle_s, log)
+    finally:
+        warnings.showwarning = shown
+        model.close()
+    for name, rec in phases.items():
+        summaries[name] = summarize(rec, dur, settle_s)
+    bench = benchmark_decision(prof, calls=5000 if args.quick else 20000, out=None)
+
+    # ---- report
+    m = summaries["manager"]
+    log("== during the load, after %.1f s settling (%.1f-%.1f s), budget %.3f ms ==" % (settle_s, l0 + settle_s, l1, hi))
+    log("manager      : budget met on %s of %d inferences; accuracy %s (mean level %s); whole run: met %s, "
+        "accuracy %s, %d switches" % (_fmt(m["load_settled"]["hit_rate"]), m["load_settled"]["n"],
+                                      _fmt(m["load_settled"]["accuracy"]),
+                                      _fmt(m["load_settled"]["mean_level"], False), _fmt(m["all"]["hit_rate"]),
+                                      _fmt(m["all"]["accuracy"]), mgr.switches))
+    crit = {"min_hit_rate": 0.95, "manager_hit_rate": m["load_settled"]["hit_rate"]}
+    if "fixed" in summaries:
+        f = summaries["fixed"]
+        log("fixed (%-6s): budget met on %s of %d inferences; accuracy %s (level %d); whole run: met %s, accuracy %s"
+            % (pdata.label(top), _fmt(f["load_settled"]["hit_rate"]), f["load_settled"]["n"],
+               _fmt(f["load_settled"]["accuracy"]), top["level"], _fmt(f["all"]["hit_rate"]), _fmt(f["all"]["accuracy"])))
+        crit["fixed_hit_rate"] = f["load_settled"]["hit_rate"]
+        if m["all"]["accuracy"] is not None and f["all"]["accuracy"] is not None:
+            log("accuracy, manager vs fixed: %+.1f points over the whole run, %+.1f during the load" % (
+                100 * (m["all"]["accuracy"] - f["all"]["accuracy"]),
+                100 * ((m["load_settled"]["accuracy"] or 0) - (f["load_settled"]["accuracy"] or 0))))
+    mh, fh = crit["manager_hit_rate"], crit.get("fixed_hit_rate")
+    crit["passed"] = bool(mh is not None and mh >= 0.95 and (fh is None or fh < 0.95))
+    log("criterion (manager >= 95%% during the load%s): %s" % (
+        ", the fixed model below" if fh is not None else "", "PASS" if crit["passed"] else "FAIL"))
+    log("manager decision: mean %.1f us, p99 %.1f us per call (ladder of %d points)" % (
+        bench["mean_us"], bench["p99_us"], bench["ladder"]))
+    gone = all(i["gone"] for i in infos.values())
+    log("load generator: %s" % ("stopped by itself, no process left" if gone else "WARNING: processes left"))
+
+    os.makedirs(args.out, exist_ok=True)
+    png = os.path.join(args.out, "timeline.png")
+    title = ("%s: manager vs fixed full-width model; budget %.3f ms (LO %.3f ms), frames every %.3f ms, "
+             "CPU load %.0f-%.0f s" % (bundle, hi, lo, period_s * 1e3, l0, l1))
+    plot_timeline(phases, infos, dur, settle_s, hi, lo, png, title)
+    doc = {"bundle": os.path.abspath(bundle), "profile": os.path.abspath(prof_path), "data": data_dir,
+           "backend": model.backend.name, "images": len(X),
+           "settings": {"duration_s": dur, "period_ms": period_s * 1e3, "budget_hi_ms": hi, "budget_lo_ms": lo,
+                        "schedule": SCHEDULE, "settle_s": settle_s, "load_workers": workers, "quick": args.quick},
+           "fixed_point": top, "phases": summaries, "load": infos, "criterion": crit, "decision": bench,
+           "manager": {"switches": mgr.switches, "warnings": mgr.warnings},
+           "intervals": dict((k, interval_series(v, max(dur / 40.0, 0.25))) for k, v in phases.items())}
+    with open(os.path.join(args.out, "demo.json"), "w") as fh_:
+        json.dump(doc, fh_, indent=1)
+    log("wrote %s and %s" % (png, os.path.join(args.out, "demo.json")))
+    return 0

@@ -1,0 +1,168 @@
+"""`python build.py bench`: the quick (smoke) mode end to end on the tiny bundle, and the arithmetic it relies on.
+
+A benchmark, not a test of speed: nothing here asserts a timing, only that every section is measured and reported.
+"""
+import argparse
+import json
+import os
+
+import pytest
+
+from compile.bench import add_arguments
+from compile.bench.manager import demo_result
+from compile.bench.refs import _cached
+from compile.bench.run import _threads, command_line
+from compile.bench.stats import ideal_latencies, paired_ratios, pareto_front, percentile, ratio, summarize
+from compile.errors import UserError
+
+
+# ---- the smoke run ----------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def bench_out(tiny_ckpt, host_bundle, tmp_path_factory):
+    import build
+    d = tmp_path_factory.mktemp("bench")
+    static = d / "static"
+    # one static width on record, the others not trained yet: reported as partial, not an error
+    os.makedirs(str(static / "width-1"))
+    with open(os.path.splitext(tiny_ckpt)[0] + ".json") as f:
+        meta = json.load(f)
+    meta.update(groups=1, levels=[dict(meta["levels"][0], test_accuracy=0.5)], static_width=1, scheme="static")
+    with open(str(static / "width-1" / "model.json"), "w") as f:
+        json.dump(meta, f)
+    with open(str(d / "demo.json"), "w") as f:
+        json.dump({"created": "now", "summary": {"budget_hit_rate": 0.9, "decisions": 10}}, f)
+    out = d / "out"
+    rc = build.main(["bench", "--quick", "--threads", "1", "--checkpoint", tiny_ckpt, "--bundle", host_bundle,
+                     "--out", str(out), "--dense", str(d / "no-dense"), "--static-dir", str(static),
+                     "--demo", str(d / "demo.json")])
+    assert rc == 0
+    with open(str(out / "bench.json")) as f:
+        return str(out), json.load(f)
+
+
+def test_quick_mode_measures_every_section(bench_out):
+    out, res = bench_out
+    assert res["schema"] == "dynn-bench" and res["mode"] == "quick"
+    assert res["command"].startswith("python build.py bench") and "--quick" in res["command"]
+    assert res["machine"]["cores_usable"] >= 1 and res["machine"]["versions"]["torch"]
+    (cfg,) = res["latency"]
+    assert (cfg["threads"], cfg["batch"]) == (1, 1)
+    assert [r["level"] for r in cfg["levels"]] == [1, 2, 3]
+    for r in cfg["levels"]:
+        for impl in ("engine", "single", "onnxruntime", "pytorch"):
+            assert r[impl]["median"] > 0 and r[impl]["p10"] <= r[impl]["median"] <= r[impl]["p90"]
+        assert r["engine_vs_single"]["median"] > 0 and r["pytorch_vs_engine"]["median"] > 0
+        assert r.get("dense") is None
+    assert cfg["dynamic_range"] > 1 and cfg["ideal_range"] == pytest.approx(3.0)
+    ag = res["agreement_max_abs"]["t1_b1"]
+    assert ag["single"] < 1e-4 and ag["onnxruntime"] < 1e-4
+
+    sw = res["switching"]
+    assert sw["set_level"]["median"] > 0 and sw["ratio_open_vs_set_level"] > 1
+
+    mem = res["memory"]
+    assert set(mem["rss_bytes"]) == {"engine", "full", "per_level"}
+    assert mem["rss_ratio"]["full"] > 0 and mem["limit"] == 1.15 and isinstance(mem["within_limit"], bool)
+    assert mem["file_bytes"]["per_level"] > mem["file_bytes"]["full"]
+
+    (pk,) = res["peak"]
+    assert pk["peak_macs_per_s"] > 0 and 0 < pk["achieved"][0]["fraction"]
+
+    acc = res["accuracy"]
+    assert [v["level"] for v in acc["grouped"]["levels"]] == [1, 2, 3]
+    assert acc["dense"]["status"].startswith("missing")
+    assert acc["static"]["status"] == "partial" and [v["level"] for v in acc["static"]["levels"]] == [1]
+    assert [m["width"] for m in acc["static"]["missing"]] == [2, 3]
+
+    assert res["manager"]["demo"]["hit_rates"] == {"summary.budget_hit_rate": 0.9}
+    assert res["manager"]["decision_cost"]["status"] in ("ok", "skipped", "failed")
+    assert {c["name"].split(":")[0] for c in res["checks"]} >= {"memory", "cost of being dynamic"}
+
+
+def test_quick_mode_writes_the_report_and_plots(bench_out):
+    out, res = bench_out
+    for name in res["plots"]:
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+    with open(os.path.join(out, "report.md")) as f:
+        md = f.read()
+    for heading in ("## Summary", "Latency ladder", "## 3. Switching", "## 4. Memory", "## 6. Distance",
+                    "## 7. Accuracy ladder", "## 8. Manager", "## How these numbers were made"):
+        assert heading in md
+    for name in res["plots"]:
+        assert "(%s)" % name in md
+    assert res["command"] in md and res["machine"]["cpu"] in md
+    assert "static width 2: missing" in md and "Quick (smoke) mode" in md
+
+
+def test_a_bundle_from_another_checkpoint_is_refused(host_bundle, tmp_path):
+    from compile.bench.run import _bundle
+    args = argparse.Namespace(bundle=host_bundle)
+    with pytest.raises(UserError, match="was not built from"):
+        _bundle(args, {"name": "host-cpu"}, "x.safetensors", {"tensors": {"sha256": "0" * 64}}, str(tmp_path),
+                lambda *a: None)
+
+
+# ---- pure logic -------------------------------------------------------------------------------------------
+
+def test_summary_and_percentiles_match_the_usual_definitions():
+    assert percentile([3, 1, 2], 50) == 2
+    assert percentile([1, 2, 3, 4], 50) == 2.5
+    assert percentile([0, 10], 10) == pytest.approx(1.0)
+    s = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert s["median"] == 3.0 and s["n"] == 5 and s["min"] == 1.0 and s["max"] == 100.0
+    assert s["p10"] < s["median"] < s["p90"] and s["iqr"] == pytest.approx(2.0)
+    assert summarize([]) is None
+
+
+def test_ratios_are_paired_per_round_and_missing_values_give_none():
+    assert ratio(2.0, 1.0) == 2.0 and ratio(None, 1.0) is None and ratio(1.0, 0) is None
+    # the machine slows down in round 2: per-round ratios stay 2.0, a ratio of medians would not see the pairing
+    s = paired_ratios([2.0, 20.0, 2.2], [1.0, 10.0, 1.1])
+    assert s["median"] == pytest.approx(2.0) and s["max"] == pytest.approx(2.0)
+
+
+def test_pareto_front_keeps_only_undominated_points():
+    pts = [(1.0, 0.80, "a"), (2.0, 0.85, "b"), (2.5, 0.84, "c"), (3.0, 0.90, "d"), (3.0, 0.88, "e"),
+           (1.0, 0.79, "f")]
+    assert [p[2] for p in pareto_front(pts)] == ["a", "b", "d"]
+    assert pareto_front([]) == []
+    # equal points do not dominate each other
+    assert len(pareto_front([(1.0, 0.5, "x"), (1.0, 0.5, "y")])) == 2
+
+
+def test_ideal_latency_scales_level_one_by_the_macs():
+    assert ideal_latencies(0.2, [10, 20, 40]) == pytest.approx([0.2, 0.4, 0.8])
+    assert ideal_latencies(None, [1, 2]) == [None, None]
+
+
+def test_reference_cache_reuses_files_with_more_batch_sizes(tmp_path):
+    d = str(tmp_path)
+    assert _cached(d, "level2", [1]) is None
+    open(os.path.join(d, "level2_b1-32.tflite"), "w").close()
+    open(os.path.join(d, "level12_b1.tflite"), "w").close()
+    assert _cached(d, "level2", [1]).endswith("level2_b1-32.tflite")
+    assert _cached(d, "level2", [1, 32]).endswith("level2_b1-32.tflite")
+    assert _cached(d, "level2", [8]) is None
+    assert _cached(d, "level1", [1]) is None
+
+
+def test_command_line_and_thread_options():
+    p = argparse.ArgumentParser()
+    add_arguments(p)
+    assert command_line(p.parse_args([])) == "python build.py bench"
+    assert command_line(p.parse_args(["--quick", "--threads", "1,2"])) == "python build.py bench --quick --threads 1,2"
+    assert _threads(None, 4) == [1, 4] and _threads(None, 1) == [1] and _threads("2,1,2", 8) == [1, 2]
+    with pytest.raises(UserError, match="comma-separated"):
+        _threads("one", 2)
+    with pytest.raises(UserError, match="positive"):
+        _threads("0", 2)
+
+
+def test_demo_result_says_not_run_when_there_is_none(tmp_path):
+    r = demo_result(str(tmp_path / "nothing"))
+    assert r["status"] == "not run" and "python build.py demo" in r["note"]
+    with open(str(tmp_path / "demo.json"), "w") as f:
+        f.write("{broken")
+    assert demo_result(str(tmp_path))["status"] == "unreadable"

@@ -1,0 +1,233 @@
+"""Runtime manager behaviour on a fake model with a deterministic clock (no real timing anywhere)."""
+import warnings
+
+import numpy as np
+import pytest
+
+from runtime import RuntimeUserError
+from runtime import profile_data as pdata
+from runtime.manager import BudgetWarning, Manager, benchmark_decision
+
+BASE_MS = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}          # 1 thread, median
+SPEEDUP = {1: 1.0, 2: 1.6}                           # 2 threads are faster...
+POWER_W = {1: 1.0, 2: 2.2}                           # ...and cost more energy per inference
+ACC = {1: 0.60, 2: 0.70, 3: 0.75, 4: 0.80}
+TAIL = 1.1                                           # profiled p95 / median
+
+
+def make_profile(energy=False):
+    points = []
+    for t in (1, 2):
+        for k in (1, 2, 3, 4):
+            med = BASE_MS[k] / SPEEDUP[t]
+            p = {"id": len(points), "level": k, "backend": "fake", "pe": "all", "cluster": None, "threads": t,
+                 "cpu_freq_khz": None, "gpu_freq_hz": None, "accuracy": ACC[k],
+                 "latency_ms": {"median": med, "p95": TAIL * med, "n": 100},
+                 "energy_mj": POWER_W[t] * med if energy else None, "power_w": POWER_W[t] if energy else None}
+            points.append(p)
+    prof = {"schema": pdata.SCHEMA, "schema_version": 1, "points": points,
+            "platform": {"board": "generic", "dvfs_available": False, "clusters": {"all": {"cpus": [0, 1]}}},
+            "settings": {}, "energy": {"available": energy, "reason": None if energy else "no power sensors"}}
+    prof.update(pdata.summarize(points))
+    return prof
+
+
+class Clock(object):
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+class FakeModel(object):
+    """Records operating-point calls; infer() advances the clock by the point's latency x slowdown."""
+
+    class backend(object):
+        name = "fake"
+
+    def __init__(self, clock):
+        self.clock, self.levels = clock, [1, 2, 3, 4]
+        self.level, self.threads = 4, None
+        self.calls = []
+        self.slowdown = 1.0
+        self.slow_levels = None  # only these levels slow down (None: all)
+
+    def set_operating_point(self, **kw):
+        self.calls.append(kw)
+        self.level = kw.get("level", self.level)
+        self.threads = kw.get("threads", self.threads)
+
+    def latency_ms(self):
+        ms = BASE_MS[self.level] / SPEEDUP[self.threads or 1]
+        if self.slow_levels is None or self.level in self.slow_levels:
+            ms *= self.slowdown
+        return ms
+
+    def infer(self, x):
+        self.clock.t += self.latency_ms() / 1e3
+        return np.zeros((len(x), 10), np.float32)
+
+
+X = np.zeros((1, 3, 32, 32), np.float32)
+
+
+def make(energy=False, **kw):
+    clock = Clock()
+    model = FakeModel(clock)
+    mgr = Manager(model, make_profile(energy), clock=clock, power_reader=kw.pop("power_reader", None), **kw)
+    return mgr, model, clock
+
+
+def run(mgr, model, clock, n, gap_s=0.0):
+    """n calls; returns the latencies (ms) and the levels they ran at."""
+    lat, lv = [], []
+    for _ in range(n):
+        mgr.infer(X)
+        lat.append(mgr.last_latency_ms)
+        lv.append(model.level)
+        clock.t += gap_s
+    return np.array(lat), np.array(lv)
+
+
+def test_no_budget_runs_the_most_accurate_point_on_its_fastest_mapping():
+    mgr, model, clock = make()
+    mgr.infer(X)
+    assert model.calls == [{"level": 4, "threads": 2}]
+    assert mgr.point["level"] == 4 and mgr.point["threads"] == 2
+
+
+def test_budget_picks_the_most_accurate_point_the_profile_says_meets_it_and_switches_only_what_changes():
+    mgr, model, clock = make()
+    mgr.infer(X)
+    # p95 of L3 x2 = 1.1 * 3 / 1.6 = 2.06 ms; L4 x2 = 2.75 ms; margin 0.9 of 2.5 ms = 2.25 ms -> L3 on 2 threads
+    mgr.set_budget(latency_ms=2.5)
+    assert model.level == 4 and mgr.level == 3  # chosen now, applied at the next call
+    mgr.infer(X)
+    assert model.calls[-1] == {"level": 3} and model.level == 3 and model.threads == 2
+    mgr.set_budget(latency_ms=None)
+    mgr.infer(X)
+    assert model.level == 4
+
+
+def test_steps_down_when_slowed_and_back_up_once_the_load_is_gone_without_oscillating():
+    mgr, model, clock = make()
+    budget = 3.3  # L4 x2: 2.5 ms median, 2.75 p95 -> fits idle
+    mgr.set_budget(latency_ms=budget)
+    lat, lv = run(mgr, model, clock, 400, gap_s=0.002)
+    assert (lv[-300:] == 4).all() and (lat <= budget).all()
+
+    model.slowdown = 1.8  # another workload: everything 1.8x slower; L4 x2 now 4.5 ms
+    lat, lv = run(mgr, model, clock, 2000, gap_s=0.002)
+    first_ok = int(np.argmax(lat <= budget))
+    assert first_ok <= 3, "stepped down within a few calls"
+    settled = lat[20:]
+    assert (settled <= budget).mean() >= 0.99 and lv[20:].max() <= 3
+    assert len(set(lv[20:])) == 1, "no oscillation while the load is steady"
+
+    model.slowdown = 1.0
+    switches = mgr.switches
+    lat, lv = run(mgr, model, clock, 2000, gap_s=0.002)
+    assert lv[-1] == 4 and (lat <= budget).all()
+    assert mgr.switches - switches <= 3, "climbs back one rung at a time, once"
+
+
+def test_hysteresis_backs_off_from_a_point_that_keeps_failing():
+    # Only levels 3-4 slow down: from L2 the slowdown is invisible, so the profile keeps suggesting L3.
+    mgr, model, clock = make()
+    budget = 3.3
+    mgr.set_budget(latency_ms=budget)
+    run(mgr, model, clock, 200, gap_s=0.002)
+    model.slowdown, model.slow_levels = 3.0, (3, 4)
+    lat, lv = run(mgr, model, clock, 20000, gap_s=0.002)  # ~65 s of fake time
+    probes = int(np.sum((lv[1:] >= 3) & (lv[:-1] < 3)))
+    assert 3 <= probes <= 7, "probes of the failing levels back off exponentially (%d probes)" % probes
+    assert (lat <= budget).mean() >= 0.99
+
+
+def test_a_budget_nothing_meets_runs_the_cheapest_point_and_warns_once():
+    mgr, model, clock = make()
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        mgr.set_budget(latency_ms=0.1)
+        run(mgr, model, clock, 300)
+    assert len([x for x in w if issubclass(x.category, BudgetWarning)]) == 1
+    assert mgr.level == 1 and model.level == 1 and model.threads == 2  # L1 x2: the lowest p95
+    assert mgr.warnings and "cheapest" in mgr.warnings[0]
+
+
+def test_a_load_that_breaks_even_the_cheapest_point_warns_once_not_per_call():
+    mgr, model, clock = make()
+    mgr.set_budget(latency_ms=1.0)
+    run(mgr, model, clock, 100)
+    model.slowdown = 5.0
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter("always")
+        run(mgr, model, clock, 500)
+    assert len([x for x in w if issubclass(x.category, BudgetWarning)]) == 1
+    assert model.level == 1
+
+
+def test_energy_and_power_budgets_choose_by_the_profile():
+    mgr, model, clock = make(energy=True)
+    prof = mgr.profile
+    mgr.set_budget(energy_mj=2.5)
+    mgr.infer(X)
+    # energy = W x ms: L4 x1 4.0, L3 x1 3.0, L2 x1 2.0, L2 x2 2.75 -> most accurate within 0.9 x 2.5: L2 x1
+    best = max((p for p in prof["points"] if p["energy_mj"] <= 0.9 * 2.5), key=pdata.quality)
+    assert (mgr.point["level"], mgr.point["threads"]) == (best["level"], best["threads"]) == (2, 1)
+    mgr.set_budget(power_w=1.5)  # 2 threads draw 2.2 W: one thread, top level
+    mgr.infer(X)
+    assert (mgr.point["level"], mgr.point["threads"]) == (4, 1)
+    mgr.set_budget(latency_ms=3.0, power_w=1.5)  # both: L4 x1 (4.4 ms p95) is too slow, L2 x1 (2.2) fits
+    mgr.infer(X)
+    assert (mgr.point["level"], mgr.point["threads"]) == (2, 1)
+
+
+def test_power_feedback_steps_down_when_the_meter_reads_more_than_the_profile():
+    watts = [1.0]
+    mgr, model, clock = make(energy=True, power_reader=lambda: watts[0])
+    mgr.set_budget(energy_mj=4.5)
+    run(mgr, model, clock, 50, gap_s=0.01)
+    assert mgr.point["level"] == 4 and mgr.point["threads"] == 1  # 4.0 mJ
+    watts[0] = 2.0  # the board draws twice what the profile says
+    run(mgr, model, clock, 300, gap_s=0.01)
+    assert mgr.point["level"] <= 2
+
+
+def test_energy_budget_without_sensors_is_refused_once_with_a_reason():
+    mgr, model, clock = make(energy=False)
+    with pytest.raises(RuntimeUserError, match="no energy measurements"):
+        mgr.set_budget(energy_mj=1.0)
+    with pytest.raises(RuntimeUserError, match="positive"):
+        mgr.set_budget(latency_ms=-1)
+
+
+def test_profile_for_another_engine_is_refused():
+    prof = make_profile()
+    for p in prof["points"]:
+        p["backend"] = "tensorrt"
+    with pytest.raises(RuntimeUserError, match="profile the bundle again"):
+        Manager(FakeModel(Clock()), prof)
+
+
+def test_decision_benchmark_prints_its_measurement():
+    lines = []
+    res = benchmark_decision(make_profile(), calls=3000, out=lines.append)
+    assert len(lines) == 1 and "manager decision: mean" in lines[0] and " us" in lines[0]
+    assert res["calls"] == 3000 and res["mean_us"] > 0 and res["ladder"] == 4
+
+
+def test_fronts_are_pareto_optimal():
+    pts = make_profile(energy=True)["points"]
+    for axis in ("latency", "latency_p95", "energy"):
+        front = pdata.pareto_front(pts, axis)
+        costs = [pdata.cost(p, axis) for p in front]
+        assert costs == sorted(costs)
+        for p in front:
+            assert not any(pdata.cost(o, axis) <= pdata.cost(p, axis) and pdata.quality(o) > pdata.quality(p)
+                           for o in pts)
+        for p in pts:
+            if p not in front:
+                assert any(pdata.cost(o, axis) <= pdata.cost(p, axis) and pdata.quality(o) >= pdata.quality(p)
+                           for o in front)
