@@ -62,6 +62,9 @@ def _prepare_out(out_dir):
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".building-", dir=parent)
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would make the bundle private after the rename
     except OSError as exc:
         raise UserError("cannot write the bundle under %s (%s); choose a writable --out" % (parent, exc.strerror))
     return out_dir, tmp
