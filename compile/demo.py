@@ -2,17 +2,18 @@
 
   python build.py demo [--target host-cpu | --bundle DIR] [--data DIR] [--duration S] [--quick] [--out DIR]
 
-Frames (CIFAR-10 test images, batch 1) arrive every --period-ms, like a camera. Each phase lasts
---duration seconds and follows the same schedule (fractions of the phase):
-  0.00-0.15  budget HI (1.4 x the profiled p95 latency of the most accurate point: the full model fits)
+Frames (CIFAR-10 test images, batch 1) arrive every --period-ms, like a camera; a frame that cannot be
+started before the next one arrives is dropped. Latency is the response time, from a frame's arrival
+to its result. Each phase lasts --duration seconds and follows the same schedule (fractions of it):
+  0.00-0.15  budget HI (1.4 x the profiled p95 latency of the full-width model: it fits while the CPU is idle)
   0.15-0.30  budget LO (1.4 x the p95 of a middle point of the latency front: the manager must drop levels)
   0.30-1.00  budget HI again; 0.40-0.80: a second process busy-loops on every core (--load-workers
-             processes, default 2 per core), then stops by itself
-Phase 1 runs the manager (runtime.manager.Manager); phase 2 runs a fixed full-width model (the most
-accurate point of the profile) through the same schedule and load. Printed: a live line per --interval,
-then the hit rate (inferences within the budget) during the load after a settling window, and accuracy,
-manager vs fixed. Written to --out (default demo-out/): demo.json and timeline.png.
-The profile is BUNDLE/profile.json; without one a quick profile is measured first.
+             processes, default two per CPU), then stops by itself
+Phase 1 runs the manager (runtime.manager.Manager); phase 2 runs the fixed full-width model (the top
+level on its fastest mapping in the profile) through the same schedule and load. Printed: a live line
+per --interval, then the share of inferences within the budget during the load after a settling window,
+and accuracy, manager vs fixed. Written to --out (default demo-out/): demo.json and timeline.png.
+The profile is BUNDLE/profile.json; without one a quick profile is measured first. docs/manager.md.
 """
 import json
 import os
@@ -56,7 +57,11 @@ for pid in kids:
 
 
 class LoadGenerator(object):
-    """A separate process group that loads every CPU for `duration_s` and exits by itself."""
+    """A separate process group that loads every CPU for `duration_s` and exits by itself.
+
+    It stays in the demo's session on purpose: with the kernel's autogroup scheduling (a group per
+    session), a new session would get its own share of the CPUs and hardly slow the demo down, however
+    many processes it runs. In the same session it competes like a second application of the same user."""
 
     def __init__(self, duration_s, workers):
         self.duration_s, self.workers = float(duration_s), int(workers)
@@ -64,9 +69,12 @@ class LoadGenerator(object):
         self.pgid = None
 
     def start(self):
-        self.proc = subprocess.Popen([sys.executable, "-c", LOADGEN, "%.3f" % self.duration_s, str(self.workers)],
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
-        self.pgid = self.proc.pid  # a new session: its id is the leader's pid; the forks share it
+        cmd = [sys.executable, "-c", LOADGEN, "%.3f" % self.duration_s, str(self.workers)]
+        if sys.version_info >= (3, 11):
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, process_group=0)
+        else:
+            self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, preexec_fn=os.setpgrp)
+        self.pgid = self.proc.pid  # its own process group (id = the leader's pid); the forks share it
         return self
 
     def running(self):
@@ -104,7 +112,7 @@ def add_arguments(p):
     p.add_argument("--out", default=DEFAULT_OUT, metavar="DIR", help="output directory (default %(default)s)")
     p.add_argument("--budget-ms", default=None, metavar="HI[,LO]", help="latency budgets (default: from the profile)")
     p.add_argument("--period-ms", type=float, default=None, help="frame interval (default: the HI budget)")
-    p.add_argument("--load-workers", type=int, default=None, help="busy processes (default 2 per CPU)")
+    p.add_argument("--load-workers", type=int, default=None, help="busy processes (default two per CPU)")
     p.add_argument("--interval", type=float, default=None, help="seconds between live lines (default 2, quick 1)")
     p.add_argument("--no-fixed", action="store_true", help="skip the fixed full-width comparison phase")
     p.add_argument("--profile", default=None, metavar="FILE", help="profile (default BUNDLE/profile.json)")
@@ -112,6 +120,9 @@ def add_arguments(p):
 
 def find_data(arg):
     if arg:
+        if not os.path.isdir(arg):
+            raise UserError("no data directory %s; make CIFAR-10 there with: "
+                            "python ../shared/tools/cifar10_from_jpeg.py %s" % (arg, arg))
         return arg
     for d in DATA_DIRS:
         if os.path.isdir(d):
@@ -149,8 +160,8 @@ class ManagerRunner(object):
     def set_budget(self, ms):
         self.mgr.set_budget(latency_ms=ms)
 
-    def infer(self, x):
-        return self.mgr.infer(x)
+    def infer(self, x, arrival):
+        return self.mgr.infer(x, arrival)
 
     def point(self):
         return self.mgr.point
@@ -169,7 +180,7 @@ class FixedRunner(object):
     def set_budget(self, ms):
         pass
 
-    def infer(self, x):
+    def infer(self, x, arrival):
         return self.model.infer(x)
 
     def point(self):
@@ -182,11 +193,16 @@ def budget_at(t, dur, hi, lo):
 
 
 def run_phase(runner, X, Y, dur, hi, lo, period_s, workers, interval, settle_s, log):
-    """Run one phase; returns (per-inference arrays, load generator info)."""
+    """Run one phase; returns (per-inference arrays, load generator info).
+
+    Frame k arrives at k x period. When the previous inference ends before the next arrival the loop
+    sleeps until it; when it ends late, the newest frame that has arrived is taken and older ones are
+    dropped. Latency is the response time: from the frame's arrival to its result (waiting included)."""
     n_img = len(X)
-    cap = int(dur / max(period_s, 1e-4) * 1.2) + 1000
-    t_rec, lat_rec, bud_rec = np.zeros(cap), np.zeros(cap), np.zeros(cap)
-    lvl_rec, thr_rec, ok_rec = np.zeros(cap, np.int16), np.zeros(cap, np.int16), np.zeros(cap, bool)
+    cap = int(dur / max(period_s, 1e-5)) + 10
+    rec = {"t": np.zeros(cap), "latency_ms": np.zeros(cap), "call_ms": np.zeros(cap), "budget_ms": np.zeros(cap),
+           "level": np.zeros(cap, np.int16), "threads": np.zeros(cap, np.int16), "correct": np.zeros(cap, bool),
+           "frame": np.zeros(cap, np.int64)}
     l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
     gen = LoadGenerator(l1 - l0, workers)
     info = {"workers": workers, "start_s": None, "end_s": None, "pgid": None}
@@ -194,45 +210,51 @@ def run_phase(runner, X, Y, dur, hi, lo, period_s, workers, interval, settle_s, 
     i = 0
     last_print, last_i = 0.0, 0
     start = time.perf_counter()
-    next_t = start
+    frame = 0
     try:
         while i < cap:
             now = time.perf_counter()
-            t = now - start
-            if t >= dur:
+            if now - start >= dur:
                 break
-            if info["start_s"] is None and t >= l0:
+            if info["start_s"] is None and now - start >= l0:
                 gen.start()
-                info["start_s"], info["pgid"] = t, gen.pgid
+                info["start_s"], info["pgid"] = now - start, gen.pgid
             elif info["start_s"] is not None and info["end_s"] is None and not gen.running():
-                info["end_s"] = t
+                info["end_s"] = now - start
+            due = start + frame * period_s
+            if due > now:
+                time.sleep(due - now)
+            else:
+                frame = int((now - start) / period_s)  # late: the newest frame, older ones are dropped
+                due = start + frame * period_s
+            t = due - start
             b = budget_at(t, dur, hi, lo)
             if b != budget:
                 runner.set_budget(b)
                 if budget is not None:
                     log("  [%s] t=%5.1fs  budget -> %.3f ms" % (runner.name, t, b))
                 budget = b
-            if next_t > now:
-                time.sleep(next_t - now)
-            k = i % n_img
-            x = X[k:k + 1]
+            k = frame % n_img
+            p = runner.point()  # the point this call runs at (a pending switch is applied inside infer)
             t0 = time.perf_counter()
-            logits = runner.infer(x)
+            logits = runner.infer(X[k:k + 1], due)
             t1 = time.perf_counter()
-            p = runner.point()
-            t_rec[i], lat_rec[i], bud_rec[i] = t0 - start, (t1 - t0) * 1e3, b
-            lvl_rec[i], thr_rec[i] = p["level"], p.get("threads") or 0
-            ok_rec[i] = int(np.argmax(logits[0])) == Y[k]
+            rec["t"][i], rec["latency_ms"][i], rec["call_ms"][i] = t, (t1 - due) * 1e3, (t1 - t0) * 1e3
+            rec["budget_ms"][i], rec["level"][i], rec["threads"][i] = b, p["level"], p.get("threads") or 0
+            rec["correct"][i], rec["frame"][i] = int(np.argmax(logits[0])) == Y[k], frame
             i += 1
-            next_t = max(next_t + period_s, t1)
+            frame += 1
             if t1 - start - last_print >= interval:
                 sl = slice(last_i, i)
-                lat = lat_rec[sl]
+                slots = rec["frame"][i - 1] - (rec["frame"][last_i - 1] if last_i else -1)
+                lat = rec["latency_ms"][sl]
                 loaded = info["start_s"] is not None and info["end_s"] is None
-                log("  [%-7s] t=%5.1fs  budget %.3f ms  load %-3s  level %d (%d thr)  p95 %.3f ms  hit %5.1f%%  "
-                    "acc so far %5.1f%%  (%d inferences)" % (
+                log("  [%-7s] t=%5.1fs  budget %.3f ms  load %-3s  level %d (%d thr)  p95 %.3f ms  met %5.1f%%  "
+                    "frames done %3.0f%%  acc so far %5.1f%%" % (
                         runner.name, t1 - start, b, "ON" if loaded else "off", p["level"], p.get("threads") or 0,
-                        np.percentile(lat, 95), 100.0 * np.mean(lat <= bud_rec[sl]), 100.0 * np.mean(ok_rec[:i]), i))
+                        np.percentile(lat, 95), 100.0 * np.mean(lat <= rec["budget_ms"][sl]),
+                        100.0 * (i - last_i) / max(1, slots),
+                        100.0 * np.mean(rec["correct"][:i])))
                 last_print, last_i = t1 - start, i
     finally:
         gen.stop()
@@ -240,23 +262,26 @@ def run_phase(runner, X, Y, dur, hi, lo, period_s, workers, interval, settle_s, 
         info["end_s"] = time.perf_counter() - start
     info["scheduled"] = [l0, l1]
     info["gone"] = info["pgid"] is None or not group_alive(info["pgid"])
-    rec = {"t": t_rec[:i], "latency_ms": lat_rec[:i], "budget_ms": bud_rec[:i], "level": lvl_rec[:i],
-           "threads": thr_rec[:i], "correct": ok_rec[:i]}
-    return rec, info
+    return dict((k, v[:i]) for k, v in rec.items()), info
 
 
-def summarize(rec, dur, settle_s):
+def summarize(rec, dur, settle_s, period_s):
     t, lat, bud, ok, lvl = rec["t"], rec["latency_ms"], rec["budget_ms"], rec["correct"], rec["level"]
     hit = lat <= bud
     l0, l1 = SCHEDULE["load"][0] * dur, SCHEDULE["load"][1] * dur
     a, b = SCHEDULE["lo"][0] * dur, SCHEDULE["lo"][1] * dur
-    win = {"load_settled": (t >= l0 + settle_s) & (t < l1), "load": (t >= l0) & (t < l1),
-           "before_load": (t < l0) & ~((t >= a) & (t < b)), "lo_budget": (t >= a) & (t < b),
-           "after_load": t >= l1, "all": np.ones(len(t), bool)}
+    spans = {"load_settled": [(l0 + settle_s, l1)], "load": [(l0, l1)], "before_load": [(0, a), (b, l0)],
+             "lo_budget": [(a, b)], "after_load": [(l1, dur)], "all": [(0, dur)]}
     out = {}
-    for name, m in win.items():
+    for name, sp in spans.items():
+        m = np.zeros(len(t), bool)
+        for x0, x1 in sp:
+            m |= (t >= x0) & (t < x1)
         n = int(m.sum())
-        out[name] = {"n": n, "hit_rate": float(hit[m].mean()) if n else None,
+        frames = int(sum(round((x1 - x0) / period_s) for x0, x1 in sp))
+        out[name] = {"n": n, "frames": frames, "done": (float(n) / frames) if frames else None,
+                     "hit_rate": float(hit[m].mean()) if n else None,
+                     "call_p95_ms": float(np.percentile(rec["call_ms"][m], 95)) if n else None,
                      "accuracy": float(ok[m].mean()) if n else None,
                      "mean_level": float(lvl[m].mean()) if n else None,
                      "p50_ms": float(np.percentile(lat[m], 50)) if n else None,
@@ -296,13 +321,14 @@ def plot_timeline(phases, infos, dur, settle_s, hi, lo, path, title):
     for name, rec in phases.items():
         lat = np.minimum(rec["latency_ms"], ymax)
         clipped = rec["latency_ms"] > ymax
+        who = "manager" if name == "manager" else "fixed full-width model"
         ax.plot(rec["t"][~clipped], lat[~clipped], ".", ms=2, alpha=0.35, color=colors[name],
-                label="%s: latency of each inference" % ("manager" if name == "manager" else "fixed full-width model"))
+                label="%s: response time of each inference" % who)
         ax.plot(rec["t"][clipped], lat[clipped], "^", ms=3, alpha=0.5, color=colors[name])
     tt = np.linspace(0, dur, 2000)
     ax.plot(tt, [budget_at(x, dur, hi, lo) for x in tt], color="k", lw=1.5, label="budget")
     ax.set_ylim(0, ymax * 1.03)
-    ax.set_ylabel("latency (ms)\n(^ = clipped)")
+    ax.set_ylabel("response time (ms)\n(^ = clipped)")
     ax.legend(loc="upper left", fontsize=8, markerscale=4)
     for name, rec in phases.items():
         series = interval_series(rec, max(dur / 40.0, 0.25))
@@ -347,26 +373,32 @@ def main(args, log=print):
     bundle = args.bundle or os.path.join("artifacts", args.target)
     dur = args.duration or (12.0 if args.quick else 40.0)
     interval = args.interval or (1.0 if args.quick else 2.0)
-    workers = args.load_workers or 2 * (os.cpu_count() or 1)
+    workers = args.load_workers or 2 * len(os.sched_getaffinity(0))
     if dur < 1.0:
         raise UserError("--duration must be at least 1 second")
     data_dir = find_data(args.data)
+    X, Y = load_test_images(data_dir, 2000 if args.quick else None)
     try:
         prof, prof_path = get_profile(bundle, args.profile, log)
         model = load(bundle)
     except RuntimeUserError as exc:
         raise UserError(str(exc))
-    X, Y = load_test_images(data_dir, 2000 if args.quick else None)
-    X = model.preprocess(X)
     try:
+        X = model.preprocess(X)
         probe = Manager(model, prof)
     except RuntimeUserError as exc:
+        model.close()
         raise UserError(str(exc))
-    ladder = probe.ladder  # no budget: the latency front, most accurate first
-    top = ladder[0]
+    ladder = probe.ladder  # no budget: the p95 latency front, most accurate first
+    full_level = max(p["level"] for p in probe.points)
+    top = min((p for p in probe.points if p["level"] == full_level), key=lambda p: pdata.cost(p, "latency_p95"))
     mid = ladder[::-1][(len(ladder) - 1) // 2]
     if args.budget_ms:
-        parts = [float(v) for v in args.budget_ms.split(",")]
+        try:
+            parts = [float(v) for v in args.budget_ms.split(",")]
+        except ValueError:
+            model.close()
+            raise UserError("--budget-ms takes HI or HI,LO in milliseconds, e.g. 1.2,0.6; got %r" % args.budget_ms)
         hi, lo = parts[0], parts[1] if len(parts) > 1 else parts[0]
     else:
         hi = BUDGET_FACTOR * pdata.cost(top, "latency_p95")
@@ -399,23 +431,25 @@ def main(args, log=print):
         warnings.showwarning = shown
         model.close()
     for name, rec in phases.items():
-        summaries[name] = summarize(rec, dur, settle_s)
+        summaries[name] = summarize(rec, dur, settle_s, period_s)
     bench = benchmark_decision(prof, calls=5000 if args.quick else 20000, out=None)
 
     # ---- report
     m = summaries["manager"]
-    log("== during the load, after %.1f s settling (%.1f-%.1f s), budget %.3f ms ==" % (settle_s, l0 + settle_s, l1, hi))
-    log("manager      : budget met on %s of %d inferences; accuracy %s (mean level %s); whole run: met %s, "
-        "accuracy %s, %d switches" % (_fmt(m["load_settled"]["hit_rate"]), m["load_settled"]["n"],
-                                      _fmt(m["load_settled"]["accuracy"]),
-                                      _fmt(m["load_settled"]["mean_level"], False), _fmt(m["all"]["hit_rate"]),
-                                      _fmt(m["all"]["accuracy"]), mgr.switches))
+    log("== during the load, after %.1f s settling (%.1f-%.1f s), budget %.3f ms (response time: arrival to "
+        "result) ==" % (settle_s, l0 + settle_s, l1, hi))
+    def line(name, ph, what):
+        a, w = ph["all"], ph["load_settled"]
+        log("%-22s met the budget on %s of %d inferences (%s of the frames; the rest dropped), accuracy %s, "
+            "mean level %s | whole run: met %s, accuracy %s%s" % (
+                name, _fmt(w["hit_rate"]), w["n"], _fmt(w["done"]), _fmt(w["accuracy"]), _fmt(w["mean_level"], False),
+                _fmt(a["hit_rate"]), _fmt(a["accuracy"]), what))
+
+    line("manager:", m, ", %d switches" % mgr.switches)
     crit = {"min_hit_rate": 0.95, "manager_hit_rate": m["load_settled"]["hit_rate"]}
     if "fixed" in summaries:
         f = summaries["fixed"]
-        log("fixed (%-6s): budget met on %s of %d inferences; accuracy %s (level %d); whole run: met %s, accuracy %s"
-            % (pdata.label(top), _fmt(f["load_settled"]["hit_rate"]), f["load_settled"]["n"],
-               _fmt(f["load_settled"]["accuracy"]), top["level"], _fmt(f["all"]["hit_rate"]), _fmt(f["all"]["accuracy"])))
+        line("fixed %s:" % pdata.label(top), f, "")
         crit["fixed_hit_rate"] = f["load_settled"]["hit_rate"]
         if m["all"]["accuracy"] is not None and f["all"]["accuracy"] is not None:
             log("accuracy, manager vs fixed: %+.1f points over the whole run, %+.1f during the load" % (

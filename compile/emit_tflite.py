@@ -4,9 +4,12 @@ Why per group and not per level: XNNPACK packs each signature's weights separate
 per-level signatures would hold 1+2+...+G copies of group 1's packed weights; per-group signatures
 hold one, and the runtime sums groups 1..k (../shared/docs/measured.md, TFLite memory).
 """
+import contextlib
 import logging
 import os
+import sys
 import time
+import warnings
 
 import torch
 
@@ -22,18 +25,43 @@ def _quiet():
     for name in ("absl", "litert_torch", "torch._dynamo", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its per-pass progress lines drown our output
+
+
+@contextlib.contextmanager
+def _stderr_silenced():
+    """Native libraries loaded by litert-torch print load notices on fd 2; keep the CLI readable."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def _import_litert_torch():
+    _quiet()
+    if "litert_torch" not in sys.modules:
+        with _stderr_silenced():
+            import litert_torch  # noqa: F401
+    return sys.modules["litert_torch"]
 
 
 def convert_modules(named, shape_of_batch, path):
     """named: [(signature, module, batch)]; writes one .tflite holding every signature."""
-    _quiet()
-    import litert_torch
+    litert_torch = _import_litert_torch()
     builder = None
     for sig, module, batch in named:
         args = (torch.zeros(shape_of_batch(batch)),)
         builder = litert_torch.signature(sig, module, args) if builder is None else builder.signature(sig, module, args)
     t = time.time()
-    edge = builder.convert()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch's pytree deprecations, not ours to fix
+        edge = builder.convert()
     edge.export(path)
     return time.time() - t
 

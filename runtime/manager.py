@@ -9,16 +9,16 @@
 
 The profile (board_scripts/profile.py) measured every operating point (level, processing element,
 threads, CPU and GPU frequency) on an idle board. For a budget the manager keeps the ladder of
-points that are Pareto-optimal on accuracy and the budgeted costs, and runs the most accurate one
-predicted to meet it. Predictions are the profile's numbers scaled by what the manager observes:
-the ratio of each measured latency to the profile's median for the point that ran (a window of
-recent ratios; its upper quantile predicts tail latency, its median predicts energy), and, where a
-power reader exists, measured over profiled power. Hysteresis: it steps down at once when the
-current point misses (predicted tail over the budget, a miss rate above `miss_target`, or three
-misses in a row), but steps up only after `up_dwell_s` at a point, only to a point predicted under
-`up_margin` x budget, and never, for a backoff time that doubles on repeated failures, to a point
-as costly as one that just failed. A budget that no point meets runs the cheapest point and warns
-once. Switching goes through Model.set_operating_point, with only the fields that change.
+points that are Pareto-optimal on accuracy and the budgeted costs (latency: the profiled p95), and
+runs the most accurate one predicted to meet it. Predictions are the profile's numbers scaled by what
+the manager observes: the ratio of each measured latency to the profiled p95 of the point that ran
+(an upper quantile over a window of recent calls), and, where a power reader exists, measured over
+profiled power. Hysteresis: it steps down at once when the current point misses (predicted over the
+budget, a miss rate above `miss_target`, or three misses in a row), but steps up only after
+`up_dwell_s` at a point, one rung at a time, only to a point predicted under `up_margin` x budget, and
+never, for a backoff time that doubles on repeated failures, to a point as costly as one that just
+failed. A budget that no point meets runs the cheapest point and warns once. Switching goes through
+Model.set_operating_point, with only the fields that change.
 docs/manager.md has the details; `python -m runtime.manager bench BUNDLE` times one decision.
 Python 3.6+, standard library only.
 """
@@ -54,8 +54,8 @@ class Manager(object):
     """Chooses and applies operating points for `model` (a Model, or {backend name: Model} when the
     profile spans engines, e.g. TensorRT on the GPU and TFLite on the CPU clusters)."""
 
-    def __init__(self, model, profile, window=16, quantile=0.9, margin=0.9, up_margin=0.8, up_dwell_s=0.5,
-                 miss_target=0.04, miss_alpha=0.02, backoff_s=1.0, max_backoff_s=30.0, power_reader="auto",
+    def __init__(self, model, profile, window=16, quantile=0.9, margin=0.9, up_margin=0.85, up_dwell_s=0.5,
+                 miss_target=0.03, miss_alpha=0.02, backoff_s=1.0, max_backoff_s=30.0, power_reader="auto",
                  power_period_s=0.5, clock=time.perf_counter):
         if not isinstance(profile, dict):
             profile = pdata.read_profile(profile)
@@ -237,9 +237,17 @@ class Manager(object):
         srt = sorted(self._ring_m[:n] if n < self.window else self._ring_m)
         return tail, srt[len(srt) // 2]
 
-    def _feasible(self, j, m, tail, mid, n):
+    def _feasible(self, j, m, tail, mid, n, up=False):
+        """Is point j predicted under m x budget? Latency: the slowdown seen at the current point scales j's
+        profiled p95 (multiplicative), except for a step up, which adds the excess seen at the current point
+        instead (additive): a fixed overhead (waking up, cold caches) is not a slowdown, and a step up that
+        turns out too optimistic is caught by the miss check and barred by the backoff."""
         if self._lat_b is not None:
-            lat = (tail if tail is not None else 1.0) * self._p95[j] * n
+            s = tail if tail is not None else 1.0
+            if up:
+                lat = (self._p95[j] + (s - 1.0) * self._p95[self._cur]) * n
+            else:
+                lat = s * self._p95[j] * n
             if lat > m * self._lat_b:
                 return False
         if self._en_b is not None:
@@ -295,7 +303,7 @@ class Manager(object):
             self._next_up = now + 0.05  # look up at most 20 times a second
             j = self._rung_up(cur)
             if (j is not None and (now >= self._ceiling_until or self._costp[j] < self._ceiling)
-                    and self._feasible(j, self.up_margin, tail, mid, n)):
+                    and self._feasible(j, self.up_margin, tail, mid, n, up=True)):
                 self._switch(j, now)
                 return j
         return cur
@@ -309,11 +317,6 @@ class Manager(object):
         return None
 
     def _step_down(self, cur, now, n, tail, mid):
-        # a failure: keep points as costly as this one out of reach for a while (longer if it keeps happening)
-        self._backoff = (min(self._backoff * 2, self.max_backoff_s) if now - self._last_fail < 4 * self._backoff
-                         else self.backoff_s)
-        self._last_fail = now
-        self._ceiling, self._ceiling_until = self._costp[cur], now + self._backoff
         j = self._best(self.margin, now, n, cheaper_than=self._costp[cur], tail=tail, mid=mid, fresh=False)
         if j is None:
             j = self._cheapest
@@ -322,6 +325,11 @@ class Manager(object):
                        "staying there" % (self.budget_text(), pdata.label(self.points[cur])), stacklevel=5)
             self._miss_ewma, self._consec = 0.0, 0
             return cur
+        # a failure: keep points as costly as this one out of reach for a while (longer if it keeps happening)
+        self._backoff = (min(self._backoff * 2, self.max_backoff_s) if now - self._last_fail < 4 * self._backoff
+                         else self.backoff_s)
+        self._last_fail = now
+        self._ceiling, self._ceiling_until = self._costp[cur], now + self._backoff
         self._switch(j, now)
         return j
 
@@ -384,10 +392,12 @@ class Manager(object):
         if prev is not None:
             self.switches += 1
 
-    def infer(self, x):
+    def infer(self, x, arrival=None):
         """Model.infer at the chosen operating point (x: float32 [N, C, H, W] from model.preprocess).
 
-        The budget is per call; the profile is per image at batch 1, so a batch of N is predicted N times."""
+        The budget is per call; the profile is per image at batch 1, so a batch of N is predicted N times.
+        arrival: when the request arrived (the manager's clock, default time.perf_counter), e.g. a camera
+        frame's timestamp; the latency held against the budget is then the response time, waiting included."""
         clock = self._clock
         t0 = clock()
         if self._pending is not None:
@@ -397,7 +407,7 @@ class Manager(object):
         t2 = clock()
         self.calls += 1
         self.last_switch_ms = (t1 - t0) * 1e3
-        self.last_latency_ms = ms = (t2 - t1) * 1e3
+        self.last_latency_ms = ms = (t2 - (t1 if arrival is None else arrival)) * 1e3
         self._step(ms, len(x), t2)
         return out
 

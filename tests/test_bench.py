@@ -9,7 +9,7 @@ import os
 import pytest
 
 from compile.bench import add_arguments
-from compile.bench.manager import demo_result
+from compile.bench.manager import decision_cost, demo_result
 from compile.bench.refs import _cached
 from compile.bench.run import _threads, command_line
 from compile.bench.stats import ideal_latencies, paired_ratios, pareto_front, percentile, ratio, summarize
@@ -31,7 +31,10 @@ def bench_out(tiny_ckpt, host_bundle, tmp_path_factory):
     with open(str(static / "width-1" / "model.json"), "w") as f:
         json.dump(meta, f)
     with open(str(d / "demo.json"), "w") as f:
-        json.dump({"created": "now", "summary": {"budget_hit_rate": 0.9, "decisions": 10}}, f)
+        json.dump({"phases": {"manager": {"all": {"hit_rate": 0.97}, "load_settled": {"hit_rate": 0.96}},
+                              "fixed": {"all": {"hit_rate": 0.7}, "load_settled": {"hit_rate": 0.4}}},
+                   "criterion": {"min_hit_rate": 0.95, "passed": True}, "settings": {"budget_hi_ms": 2.0},
+                   "decision": {"mean_us": 3.0, "p50_us": 2.5, "p99_us": 9.0, "calls": 100, "ladder": 4}}, f)
     out = d / "out"
     rc = build.main(["bench", "--quick", "--threads", "1", "--checkpoint", tiny_ckpt, "--bundle", host_bundle,
                      "--out", str(out), "--dense", str(d / "no-dense"), "--static-dir", str(static),
@@ -75,8 +78,12 @@ def test_quick_mode_measures_every_section(bench_out):
     assert acc["static"]["status"] == "partial" and [v["level"] for v in acc["static"]["levels"]] == [1]
     assert [m["width"] for m in acc["static"]["missing"]] == [2, 3]
 
-    assert res["manager"]["demo"]["hit_rates"] == {"summary.budget_hit_rate": 0.9}
-    assert res["manager"]["decision_cost"]["status"] in ("ok", "skipped", "failed")
+    demo = res["manager"]["demo"]
+    assert demo["hit_rates"] == {"fixed.all": 0.7, "fixed.load_settled": 0.4, "manager.all": 0.97,
+                                 "manager.load_settled": 0.96} and demo["passed"] is True
+    # the bundle has no profile.json: the decision cost is the one the demo measured, and says so
+    cost = res["manager"]["decision_cost"]
+    assert cost["status"] == "ok" and cost["p50_us"] == 2.5 and "demo" in cost["source"]
     assert {c["name"].split(":")[0] for c in res["checks"]} >= {"memory", "cost of being dynamic"}
 
 
@@ -94,6 +101,7 @@ def test_quick_mode_writes_the_report_and_plots(bench_out):
         assert "(%s)" % name in md
     assert res["command"] in md and res["machine"]["cpu"] in md
     assert "static width 2: missing" in md and "Quick (smoke) mode" in md
+    assert "manager during the load 96.00%" in md
 
 
 def test_a_bundle_from_another_checkpoint_is_refused(host_bundle, tmp_path):
@@ -160,9 +168,11 @@ def test_command_line_and_thread_options():
         _threads("0", 2)
 
 
-def test_demo_result_says_not_run_when_there_is_none(tmp_path):
+def test_manager_numbers_say_why_they_are_absent(tmp_path):
     r = demo_result(str(tmp_path / "nothing"))
     assert r["status"] == "not run" and "python build.py demo" in r["note"]
+    cost = decision_cost([str(tmp_path)])
+    assert cost["status"] == "skipped" and "python build.py profile" in cost["note"]
     with open(str(tmp_path / "demo.json"), "w") as f:
         f.write("{broken")
     assert demo_result(str(tmp_path))["status"] == "unreadable"

@@ -166,6 +166,25 @@ def test_a_load_that_breaks_even_the_cheapest_point_warns_once_not_per_call():
         run(mgr, model, clock, 500)
     assert len([x for x in w if issubclass(x.category, BudgetWarning)]) == 1
     assert model.level == 1
+    model.slowdown = 1.0  # L1 x2 is the only point within 1 ms: it stays there, and takes a new budget at once
+    run(mgr, model, clock, 2000, gap_s=0.002)
+    assert mgr.level == 1
+    mgr.set_budget(latency_ms=3.3)
+    run(mgr, model, clock, 10, gap_s=0.002)
+    assert mgr.level == 4
+
+
+def test_latency_counts_from_the_arrival_when_given():
+    mgr, model, clock = make()
+    mgr.set_budget(latency_ms=3.3)
+    run(mgr, model, clock, 50, gap_s=0.002)
+    arrival = clock.t - 0.004  # the request waited 4 ms before the call
+    mgr.infer(X, arrival)
+    assert mgr.last_latency_ms == pytest.approx(4.0 + model.latency_ms())
+    with pytest.warns(BudgetWarning, match="cheapest"):  # 4 ms of waiting: no point meets 3.3 ms
+        for _ in range(5):
+            mgr.infer(X, clock.t - 0.004)
+    assert mgr.level == 1, "waiting counts against the budget"
 
 
 def test_energy_and_power_budgets_choose_by_the_profile():

@@ -143,6 +143,19 @@ def test_build_py_profile_plots_an_existing_profile_and_refuses_to_measure_board
     assert res.returncode == 1 and "board_scripts/profile.py" in res.stderr and len(res.stderr.splitlines()) == 1
 
 
+def test_profile_script_runs_with_the_runtime_only(bundle, tmp_path):
+    out = str(tmp_path / "p.json")
+    code = ("import runpy, sys\n"
+            "for mod in ('torch', 'onnx', 'compile', 'matplotlib'): sys.modules[mod] = None\n"
+            "sys.argv = ['profile.py', %r, '--quick', '--runs', '10', '--out', %r]\n"
+            "runpy.run_path(%r, run_name='__main__')\n" % (bundle, out, os.path.join(ROOT, "board_scripts", "profile.py")))
+    res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         universal_newlines=True, cwd=str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert os.path.isfile(out) and "matplotlib is not installed here" in res.stdout
+    assert not os.path.exists(str(tmp_path / "p.png"))
+
+
 def test_profile_script_errors_are_one_line(tmp_path):
     res = run_cli(["board_scripts/profile.py", str(tmp_path / "missing")])
     assert res.returncode == 1 and res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1

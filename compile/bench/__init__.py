@@ -5,7 +5,7 @@ compared with a number from another day. Writes OUT/bench.json, OUT/report.md an
 also copies them to docs/bench/ (the report the README links to).
 
   python build.py bench --quick            smoke mode (CI): batch 1, few rounds, about 2 minutes
-  python build.py bench --publish          full run (about 10-20 minutes on 2 cores), then refresh docs/bench/
+  python build.py bench --publish          full run (about 5-15 minutes on 2 idle cores), then refresh docs/bench/
 
 Modules, one job each: refs (single-level, dense and static reference files), engines (the callables timed),
 latency (interleaved timing), switching, memory (+ memory_worker, fresh processes), peak (GEMM limit),
@@ -42,8 +42,8 @@ def add_arguments(p):
     p.add_argument("--static-dir", metavar="DIR", default=DEFAULT_STATIC,
                    help="static baselines, DIR/width-K/model.safetensors (default %(default)s)")
     p.add_argument("--demo", metavar="PATH", default=None,
-                   help="demo.json (or its directory) of `python build.py demo` (default: looked for in "
-                        "bench-out/demo, artifacts/demo, runs/demo, docs/demo)")
+                   help="demo.json (or its directory) of `python build.py demo` (default: demo-out/, then "
+                        "docs/demo/)")
     p.add_argument("--publish", action="store_true",
                    help="also copy bench.json, report.md and the plots to %s" % PUBLISH_DIR)
 

@@ -121,7 +121,11 @@ def _memory_section(res):
            "%.2fx of the full-width model alone: **%s** (%sx)."
            % (m["method"], "/".join(map(str, m["batches"])), m["repeats"], m["limit"],
               {True: "met", False: "NOT met", None: "not measured"}[m["within_limit"]],
-              _x(m["rss_ratio"].get("full"))), "", "![memory](%s)" % MEMORY, ""]
+              _x(m["rss_ratio"].get("full"))),
+           "", "Every file compared carries the same batch-size signatures (%s): XNNPACK packs the weights of every "
+               "signature in a file at its first call, so each batch size holds its own packed copy, in the bundle "
+               "and in the references alike." % "/".join(map(str, res["settings"].get("bundle_batch_sizes", []))),
+           "", "![memory](%s)" % MEMORY, ""]
     out += _table(("what is loaded", "file MB", "RSS growth MB", "engine RSS / this", "engine file / this"), rows)
     if "dense" not in m["rss_bytes"]:
         out += ["", "Dense-incremental bundle: %s" % res["references"]["dense"]]
@@ -139,7 +143,9 @@ def _peak_section(res):
     return ["## 6. Distance to the machine's limit", "",
             "Peak: best of several %s on the same threads. Achieved: MACs of the full level x batch / engine "
             "latency." % method, ""] + _table(
-        ("threads", "batch", "peak GMAC/s", "full level GMAC/s", "fraction of peak"), rows) + [""]
+        ("threads", "batch", "peak GMAC/s", "full level GMAC/s", "fraction of peak"), rows) + (
+        ["", "A fraction above 100% means the GEMM was slowed by other work on the machine while it was measured."]
+        if any(a["fraction"] > 1 for p in res["peak"] for a in p.get("achieved", [])) else []) + [""]
 
 
 def _accuracy_section(res):
@@ -148,7 +154,8 @@ def _accuracy_section(res):
     by = {s: {v["level"]: v["accuracy"] for v in acc[s].get("levels", [])} for s in ("grouped", "dense", "static")}
     rows = [(k, _pct(by["grouped"].get(k)), _pct(by["dense"].get(k)), _pct(by["static"].get(k)))
             for k in range(1, G + 1)]
-    src = ", ".join("%s: %s" % (s, acc[s].get("source", acc[s].get("status"))) for s in ("grouped", "dense", "static"))
+    src = ", ".join("%s: %s" % (s, acc[s].get("source") if acc[s].get("levels") else acc[s]["status"].split(":")[0])
+                    for s in ("grouped", "dense", "static"))
     out = ["## 7. Accuracy ladder", "",
            "CIFAR-10 test accuracy per level (static: the separately trained model of that width). Source: %s%s."
            % (src, "" if acc.get("same_data", True) else "; WARNING: the checkpoints were trained on different data"),
@@ -170,14 +177,19 @@ def _manager_section(res):
     dc, demo = mgr["decision_cost"], mgr["demo"]
     out = ["## 8. Manager", ""]
     if dc.get("status") == "ok":
-        v = dc.get("median_s")
-        out.append("- Decision cost: %s" % ("%.2f us per decision (median)" % (v * 1e6) if v is not None else dc))
+        out.append("- Decision cost (record a latency, choose the next operating point): median %.1f us, mean %.1f "
+                   "us, p99 %.1f us over %s calls on a ladder of %s points; measured in %s."
+                   % (dc["p50_us"], dc["mean_us"], dc["p99_us"], dc.get("calls"), dc.get("ladder"), dc["source"]))
     else:
         out.append("- Decision cost: %s (%s)" % (dc["status"], dc.get("note", "")))
     if demo["status"] == "ok":
-        hits = ", ".join("%s = %s" % (k, _pct(v) if v <= 1 else v) for k, v in sorted(demo["hit_rates"].items()))
-        out.append("- Budget hit rate from the demo's run (%s%s): %s" % (
-            demo["file"], ", %s" % demo["created"] if demo.get("created") else "", hits or "no hit rate recorded"))
+        hits = ", ".join("%s %s" % (k.replace(".load_settled", " during the load").replace(".all", " whole run"),
+                                    _pct(v)) for k, v in sorted(demo["hit_rates"].items()))
+        out.append("- Budget hit rate from the demo's last run (%s%s; budget %s ms): %s; criterion (manager >= %s "
+                   "during the load) %s." % (
+                       demo["file"], ", quick mode" if demo.get("quick") else "", _x(demo.get("budget_ms"), 3),
+                       hits or "no hit rate recorded", _pct(demo.get("min_hit_rate")),
+                       {True: "met", False: "NOT met", None: "not recorded"}[demo.get("passed")]))
     else:
         out.append("- Budget hit rate: %s (%s)" % (demo["status"], demo.get("note", "")))
     return out + [""]
@@ -201,17 +213,17 @@ def _machine_section(res):
            % (s["rounds"], s["target_s"] * 1e3, "/".join(map(str, s["threads"])), s.get("omp_wait_policy")),
            "- Load average at start / end: %s / %s" % (m.get("load_average_start"), m.get("load_average_end")),
            "- Created %s" % res["created"]]
-    if any(la[0] > 0.5 * m["cores_usable"] for la in busy):
-        out += ["", "**The machine was busy during this run (load average above half its cores): the absolute numbers "
-                    "are noisy; the ratios less so, since the things compared ran interleaved.**"]
-    if res["mode"] == "quick":
-        out += ["", "*Quick (smoke) mode: batch 1 only, few rounds. Run the full benchmark for the published numbers.*"]
     ag = res.get("agreement_max_abs", {})
     if ag:
         out += ["- Outputs agree with the engine's (max abs difference over levels): " + "; ".join(
             "%s: %s" % (cfg, ", ".join("%s %.1e" % (k, v) for k, v in d.items())) for cfg, d in ag.items())]
     for n in res.get("notes", []):
         out.append("- Note: %s" % n)
+    if any(la[0] > 0.5 * m["cores_usable"] for la in busy):
+        out += ["", "**The machine was busy during this run (load average above half its cores): the absolute numbers "
+                    "are noisy; the ratios less so, since the things compared ran interleaved.**"]
+    if res["mode"] == "quick":
+        out += ["", "*Quick (smoke) mode: batch 1 only, few rounds. Run the full benchmark for the published numbers.*"]
     return out + [""]
 
 

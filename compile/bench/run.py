@@ -11,10 +11,10 @@ from compile.errors import UserError
 
 # quick: the CI smoke mode (about 2 minutes on 2 busy cores); full: the published numbers.
 MODES = {
-    "quick": dict(batches=(1,), rounds=5, target_s=0.01, warmup=2, switch_rounds=3, switches=500,
-                  memory_repeats=1, peak_n=1024, peak_repeats=3, accuracy_images=500),
+    "quick": dict(batches=(1,), rounds=9, target_s=0.015, warmup=2, switch_rounds=3, switches=500,
+                  memory_repeats=1, peak_n=1024, peak_repeats=10, accuracy_images=500, decision_calls=5000),
     "full": dict(batches=(1, 32), rounds=25, target_s=0.04, warmup=5, switch_rounds=10, switches=5000,
-                 memory_repeats=3, peak_n=2048, peak_repeats=7, accuracy_images=None),
+                 memory_repeats=3, peak_n=2048, peak_repeats=10, accuracy_images=None, decision_calls=20000),
 }
 IMPLS = ("engine", "single", "onnxruntime", "pytorch", "dense")
 BENCH_FILES = ("bench.json", "report.md")
@@ -261,7 +261,8 @@ def run_bench(args, log=print):
         with runtime.load(bundle, backend="tflite", threads=max(threads_list)) as acc_eng:
             acc = acc_mod.remeasure(acc, args.data, acc_eng, (dense_path, dense_meta) if dense else None,
                                     max(batches), mode["accuracy_images"], work, log)
-    mgr = {"decision_cost": manager.decision_cost(eng), "demo": manager.demo_result(args.demo)}
+    mgr = manager.manager_section([bundle, os.path.join("artifacts", target["name"])], args.demo,
+                                  mode["decision_calls"])
     eng.close()
 
     result = {
@@ -272,7 +273,7 @@ def run_bench(args, log=print):
         "target": target["name"], "bundle": _rel(bundle), "engine": "tflite (%s)" % eng.backend.binding,
         "checkpoint": {"file": _rel(ckpt_path), "sha256": meta["tensors"]["sha256"], "arch": meta["arch"],
                        "groups": G, "scheme": meta["scheme"]},
-        "settings": dict(mode, batches=batches, threads=threads_list,
+        "settings": dict(mode, batches=batches, threads=threads_list, bundle_batch_sizes=have,
                          omp_wait_policy=os.environ.get("OMP_WAIT_POLICY")),
         "levels": [{"level": int(lv["level"]), "macs": int(lv["macs"]), "params": int(lv["params"])}
                    for lv in meta["levels"]],
