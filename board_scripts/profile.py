@@ -28,7 +28,11 @@ import platform as pyplatform
 import sys
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+# Run as a script, this file's folder comes first on sys.path, where this file would shadow the
+# standard library's `profile` module (which cProfile imports): take the folder off.
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
 if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 

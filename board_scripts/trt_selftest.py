@@ -20,7 +20,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path[:0] = [os.path.dirname(HERE), HERE]
+# The repository root first (runtime/); this folder last, so board_scripts/profile.py can never
+# shadow the standard library's `profile` module.
+sys.path[:] = [os.path.dirname(HERE)] + [p for p in sys.path if os.path.abspath(p or ".") != HERE] + [HERE]
 
 import numpy as np  # noqa: E402
 

@@ -20,9 +20,10 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "board_scripts")
-for _p in (ROOT, SCRIPTS):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+if SCRIPTS not in sys.path:  # last: board_scripts/profile.py must not shadow the stdlib's `profile`
+    sys.path.append(SCRIPTS)
 
 import trt_build  # noqa: E402
 import trt_selftest  # noqa: E402
