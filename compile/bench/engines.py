@@ -1,6 +1,7 @@
 """The things the benchmark runs, each as a plain callable fn(x) -> logits.
 
   engine       the shipped runtime (runtime.load, TFLite/XNNPACK, one file, every level): Model.infer
+  bare         the same interpreter's signature runners called by hand and summed (the runtime's overhead)
   onnxruntime  the same bundle's model.onnx through the runtime's ONNX backend (no spinning threads)
   pytorch      the same BatchNorm-folded group paths in eager PyTorch (compile.deploy.DeployLevel)
   single       a separately compiled single-level .tflite (compile/bench/refs.py)
@@ -27,6 +28,20 @@ class Signature(object):
 
     def __call__(self, x):
         return self.runner(**{self.inp: x})[self.out]
+
+
+def bare_level(interp, level, batch, level_scale):
+    """The engine's own interpreter driven by hand: group runners 1..level summed, no runtime around them.
+    Model.infer's time over this is the runtime's overhead (validation, batching, dispatch)."""
+    sigs = [Signature(interp, "group%d_b%d" % (g, batch)) for g in range(1, level + 1)]
+    scale = np.float32(level_scale[level - 1])
+
+    def run(x):
+        out = sigs[0](x)
+        for s in sigs[1:]:
+            out = out + s(x)
+        return out * scale if level > 1 else out
+    return run
 
 
 def engine_level(model, level):

@@ -74,17 +74,21 @@ def _latency_section(res):
            "through `runtime.load` (TFLite/XNNPACK, one file, per-group signatures summed); *ideal*: level 1's "
            "time scaled by the MACs; *single*: a separately compiled single-level .tflite of that width; "
            "*onnxruntime*: the same bundle's model.onnx through the runtime; *PyTorch*: the same BatchNorm-folded "
-           "paths, eager; *dense*: the dense-incremental baseline's level (its own network, more MACs).", "",
+           "paths, eager; *dense*: the dense-incremental baseline's level (its own network, more MACs); *engine / bare "
+           "interpreter*: `Model.infer` against the same interpreter's signature runners called by hand and summed "
+           "(the runtime's own overhead).", "",
            "![latency ladder](%s)" % LADDER, ""]
     for c in res["latency"]:
         out += ["### %d thread(s), batch %d" % (c["threads"], c["batch"]), ""]
         rows = []
         for r in c["levels"]:
             rows.append((r["level"], "%.2f" % (r["macs"] / 1e6), _spread(r["engine"]), _ms(r["ideal_s"]),
+                         _ratio(r.get("engine_vs_bare")),
                          _spread(r["single"]), _ratio(r["engine_vs_single"]), _spread(r["onnxruntime"]),
                          _ratio(r["onnxruntime_vs_engine"]), _spread(r["pytorch"]), _ratio(r["pytorch_vs_engine"]),
                          _spread(r.get("dense"))))
-        out += _table(("level", "MMACs", "engine ms", "ideal ms", "single ms", "engine / single", "onnxruntime ms",
+        out += _table(("level", "MMACs", "engine ms", "ideal ms", "engine / bare interpreter", "single ms",
+                       "engine / single", "onnxruntime ms",
                        "onnxruntime / engine", "PyTorch ms", "PyTorch / engine", "dense ms"), rows)
         out += ["", "Dynamic range latency(L%d)/latency(L1) = **%s** against %s implied by the MACs (%s of ideal)."
                 % (c["levels"][-1]["level"], _x(c["dynamic_range"]), _x(c["ideal_range"]),

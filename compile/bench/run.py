@@ -16,7 +16,7 @@ MODES = {
     "full": dict(batches=(1, 32), rounds=25, target_s=0.04, warmup=5, switch_rounds=10, switches=5000,
                  memory_repeats=3, peak_n=2048, peak_repeats=10, accuracy_images=None, decision_calls=20000),
 }
-IMPLS = ("engine", "single", "onnxruntime", "pytorch", "dense")
+IMPLS = ("engine", "bare", "single", "onnxruntime", "pytorch", "dense")
 BENCH_FILES = ("bench.json", "report.md")
 
 
@@ -101,6 +101,7 @@ def _levels_table(cfg, levels, macs):
         for impl in IMPLS:
             row[impl] = impls.get(impl, {}).get(k)
         row["engine_vs_single"] = paired_ratio(cfg, "engine", "single", k)
+        row["engine_vs_bare"] = paired_ratio(cfg, "engine", "bare", k)
         for peer in ("onnxruntime", "pytorch", "dense"):
             row["%s_vs_engine" % peer] = paired_ratio(cfg, peer, "engine", k)
         rows.append(row)
@@ -112,7 +113,7 @@ def _agreement(runners, x):
     compute the same function."""
     out = {}
     for impl, fns in runners.items():
-        if impl == "engine" or impl == "dense":
+        if impl in ("engine", "dense"):
             continue
         out[impl] = max(float(np.max(np.abs(np.asarray(fns[k](x)) - runners["engine"][k](x)))) for k in fns)
     return out
@@ -136,6 +137,7 @@ def measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_
             x = np.random.default_rng(b).standard_normal((b,) + tuple(in_shape)).astype(np.float32)
             runners = {
                 "engine": {k: engines.engine_level(eng, k) for k in levels},
+                "bare": {k: engines.bare_level(eng.backend.interp, k, b, level_scale) for k in levels},
                 "single": {k: engines.Signature(single_it[k], "level%d_b%d" % (k, b)) for k in levels},
                 "onnxruntime": {k: engines.engine_level(ort, k) for k in levels},
                 "pytorch": torch_fns,
