@@ -55,7 +55,7 @@ class Manager(object):
     profile spans engines, e.g. TensorRT on the GPU and TFLite on the CPU clusters)."""
 
     def __init__(self, model, profile, window=16, quantile=0.9, margin=0.9, up_margin=0.85, up_dwell_s=0.5,
-                 miss_target=0.03, miss_alpha=0.02, backoff_s=1.0, max_backoff_s=30.0, power_reader="auto",
+                 miss_target=0.03, miss_alpha=0.02, backoff_s=1.0, max_backoff_s=8.0, power_reader="auto",
                  power_period_s=0.5, clock=time.perf_counter):
         if not isinstance(profile, dict):
             profile = pdata.read_profile(profile)

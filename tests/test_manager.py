@@ -141,7 +141,8 @@ def test_hysteresis_backs_off_from_a_point_that_keeps_failing():
     model.slowdown, model.slow_levels = 3.0, (3, 4)
     lat, lv = run(mgr, model, clock, 20000, gap_s=0.002)  # ~65 s of fake time
     probes = int(np.sum((lv[1:] >= 3) & (lv[:-1] < 3)))
-    assert 3 <= probes <= 7, "probes of the failing levels back off exponentially (%d probes)" % probes
+    # backoff 1, 2, 4, 8, 8, ... s: about a dozen probes in 65 s, not one per window
+    assert 3 <= probes <= 12, "probes of the failing levels back off exponentially (%d probes)" % probes
     assert (lat <= budget).mean() >= 0.99
 
 
