@@ -297,7 +297,7 @@ def summarize(rec, dur, settle_s, period_s):
             m |= (t >= x0) & (t < x1)
         n = int(m.sum())
         frames = int(sum(round((x1 - x0) / period_s) for x0, x1 in sp))
-        out[name] = {"n": n, "frames": frames, "done": (float(n) / frames) if frames else None,
+        out[name] = {"n": n, "frames": frames, "done": min(1.0, float(n) / frames) if frames else None,
                      "hit_rate": float(hit[m].mean()) if n else None,
                      "call_p95_ms": float(np.percentile(rec["call_ms"][m], 95)) if n else None,
                      "accuracy": float(ok[m].mean()) if n else None,
