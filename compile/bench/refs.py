@@ -89,9 +89,9 @@ def _convert(named, in_shape, path):
             os.unlink(tmp)
 
 
-def _check(path, sig, module, in_shape, what):
+def _check(path, sig, module, in_shape, what, batch=1):
     from compile.bench.engines import Signature, open_interpreter
-    x = np.random.default_rng(0).standard_normal((1,) + tuple(in_shape)).astype(np.float32)
+    x = np.random.default_rng(0).standard_normal((batch,) + tuple(in_shape)).astype(np.float32)
     got = Signature(open_interpreter(path, 1), sig)(x)
     with torch.no_grad():
         want = module(torch.from_numpy(x)).numpy()
@@ -109,8 +109,9 @@ def _convert_cached(folder, stem, modules_by_sig, batch_sizes, in_shape, what, l
         log("  converting %s -> %s" % (what, _show(path)))
         named = [("%s_b%d" % (prefix, b), mod, b) for prefix, mod in modules_by_sig for b in sorted(batch_sizes)]
         _convert(named, in_shape, path)
+    b = min(batch_sizes)  # a file may carry only a large batch (accuracy re-measurement at batch 32)
     for prefix, mod in modules_by_sig:
-        _check(path, "%s_b1" % prefix, mod, in_shape, what)
+        _check(path, "%s_b%d" % (prefix, b), mod, in_shape, what, b)
     return path
 
 
