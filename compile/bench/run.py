@@ -263,7 +263,7 @@ def run_bench(args, log=print):
         with runtime.load(bundle, backend="tflite", threads=max(threads_list)) as acc_eng:
             acc = acc_mod.remeasure(acc, args.data, acc_eng, (dense_path, dense_meta) if dense else None,
                                     max(batches), mode["accuracy_images"], work, log)
-    mgr = manager.manager_section([bundle, os.path.join("artifacts", target["name"])], args.demo,
+    mgr = manager.manager_section([bundle], args.demo,
                                   mode["decision_calls"])
     eng.close()
 
