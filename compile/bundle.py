@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 import compile
-from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file
+from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file, umask_mode
 from compile.data import Normalizer
 from compile.deploy import deploy_paths
 from compile.errors import UserError
@@ -62,9 +62,7 @@ def _prepare_out(out_dir):
     try:
         os.makedirs(parent, exist_ok=True)
         tmp = tempfile.mkdtemp(prefix="." + os.path.basename(out_dir) + ".building-", dir=parent)
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o777 & ~mask)  # mkdtemp's 0700 would make the bundle private after the rename
+        os.chmod(tmp, umask_mode(0o777))  # mkdtemp's 0700 would make the bundle private after the rename
     except OSError as exc:
         raise UserError("cannot write the bundle under %s (%s); choose a writable --out" % (parent, exc.strerror))
     return out_dir, tmp

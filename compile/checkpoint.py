@@ -42,10 +42,11 @@ def resolve(path):
     return path
 
 
-def _umask_mode():
+def umask_mode(base=0o666):
+    """`base` less the process umask: what open()/mkdir() would have made (mkstemp/mkdtemp make 0600/0700)."""
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return base & ~mask
 
 
 def atomic_write_bytes(path, data):
@@ -56,7 +57,7 @@ def atomic_write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _umask_mode())  # mkstemp makes 0600 files; artifacts are for everyone to read
+        os.chmod(tmp, umask_mode())  # mkstemp makes 0600 files; artifacts are for everyone to read
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -70,7 +71,7 @@ def atomic_save_tensors(tensors, path, metadata=None):
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, _umask_mode())
+        os.chmod(tmp, umask_mode())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
