@@ -134,9 +134,9 @@ def build_parser(argv=()):
 
     # Long-running tools live in their own modules; each exposes add_arguments(parser) and main(args) -> int.
     for name, module, help_ in (
-            ("bench", "compile.bench", "measure levels, switching, memory and peers on this machine; write a report"),
-            ("demo", "compile.demo", "run CIFAR-10 through the runtime manager while the budget and the load change"),
-            ("profile", "compile.profile_cmd", "profile a bundle's operating points on this machine (the boards "
+            ("bench", "bench", "measure levels, switching, memory and peers on this machine; write a report"),
+            ("demo", "bench.demo", "run CIFAR-10 through the runtime manager while the budget and the load change"),
+            ("profile", "bench.profile_cmd", "profile a bundle's operating points on this machine (the boards "
                                                "run board_scripts/profile.py)")):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=_lazy(module), module=module)
@@ -151,8 +151,7 @@ def build_parser(argv=()):
 
 
 def main(argv=None):
-    sys.path.insert(0, ROOT)
-    from compile.errors import UserError
+    from runtime.cli import run_cli
     argv = sys.argv[1:] if argv is None else argv
     parser = build_parser(argv)
     args = parser.parse_args(argv)
@@ -164,14 +163,7 @@ def main(argv=None):
         else:
             parser.print_help()
             return 2
-    try:
-        return args.func(args)
-    except UserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; re-run the same command to resume", file=sys.stderr)
-        return 130
+    return run_cli(args.func, args, resume_hint="re-run the same command to resume")
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ import torch
 import compile
 from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file, umask_mode
 from compile.data import Normalizer
-from compile.deploy import deploy_paths
+from compile.fold_bn import deploy_paths
 from compile.errors import UserError
 from compile.golden import golden_images, make_golden
 from compile.targets import get_target

@@ -1,5 +1,6 @@
-"""One exception type for failures a user can fix; the CLI prints it as one line."""
+"""The compiler's error type: a DynnError (runtime/errors.py) that build.py prints as one line."""
+from runtime.errors import DynnError
 
 
-class UserError(Exception):
+class UserError(DynnError):
     """Expected failure: bad input, missing file, wrong flag. The message says what and what to do."""

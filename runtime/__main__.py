@@ -1,4 +1,13 @@
-"""python -m runtime info|run|verify|restore — for people at a board's shell."""
+"""python -m runtime COMMAND: what a person at a board's shell runs (every command has --help).
+
+  info | verify | run       a bundle's levels; its golden vectors on this device; latency per level
+  restore                   put back clocks saved by a process that died (SIGKILL, power cut)
+  profile                   sweep the operating points of a bundle on this board -> BUNDLE/profile.json
+  doctor                    read-only check of this board: sysfs paths, governors, sensors, bindings
+  trt-build | trt-selftest  build the TensorRT engine on a Jetson; check it and time its levels
+
+Expected failures print one line and exit 1.
+"""
 import argparse
 import sys
 import time
@@ -84,9 +93,20 @@ def cmd_restore(args):
     return 0
 
 
-def main(argv=None):
-    from runtime.errors import RuntimeUserError
-    p = argparse.ArgumentParser(prog="python -m runtime", description="Run dynn bundles on a board.")
+# Commands in modules of their own: each exposes add_arguments(parser) and main(args) -> int, and is
+# imported only when asked for, so that `--help` and the core commands never import TensorRT or CUDA.
+TOOLS = (
+    ("profile", "runtime.profiler", "measure a bundle's operating points on this board -> BUNDLE/profile.json"),
+    ("doctor", "runtime.doctor", "read-only check of this board and what a bundle needs"),
+    ("trt-build", "runtime.trt.builder", "build the TensorRT engine of a nano-gpu bundle on this device"),
+    ("trt-selftest", "runtime.trt.selftest", "check a TensorRT engine's golden vectors and time its levels"),
+)
+
+
+def build_parser(argv=()):
+    p = argparse.ArgumentParser(prog="python -m runtime", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="\n".join(__doc__.split("\n")[1:]))
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     def bundle_cmd(name, help_, func):
@@ -107,20 +127,28 @@ def main(argv=None):
     s = sub.add_parser("restore", help="put back clocks saved by a process that died (SIGKILL, power cut)")
     s.add_argument("--state-dir", default=None, help="where the runtime keeps its state file (default: its own)")
     s.set_defaults(func=cmd_restore)
-    args = p.parse_args(argv)
+    for name, module, help_ in TOOLS:
+        t = sub.add_parser(name, help=help_, description=help_)
+        t.set_defaults(func=_lazy(module))
+        if name in argv:
+            __import__(module, fromlist=["add_arguments"]).add_arguments(t)
+    return p
+
+
+def _lazy(module):
+    def run(args):
+        return __import__(module, fromlist=["main"]).main(args)
+    return run
+
+
+def main(argv=None):
+    from runtime.cli import run_cli
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     if not getattr(args, "func", None):
-        p.print_help()
+        build_parser().print_help()
         return 2
-    try:
-        return args.func(args)
-    except RuntimeUserError as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
-    except Exception as exc:  # noqa: BLE001 - PlatformError is imported lazily with runtime.platform
-        if type(exc).__name__ == "PlatformError":
-            print("error: %s" % exc, file=sys.stderr)
-            return 1
-        raise
+    return run_cli(args.func, args)
 
 
 if __name__ == "__main__":

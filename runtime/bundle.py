@@ -2,6 +2,7 @@
 import hashlib
 import json
 import os
+import tempfile
 
 import numpy as np
 
@@ -12,11 +13,42 @@ SCHEMA_VERSION = 1
 
 
 def sha256_file(path):
+    """Hex sha256 of a file, read in 1 MiB chunks: the one checksum every record of the project uses."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
+
+
+def sha256_bytes(data):
+    return hashlib.sha256(data).hexdigest()
+
+
+def atomic_write_bytes(path, data, mode=0o644):
+    """Write `data` to `path` so that readers see the old file or the new one, never half of either.
+
+    The temporary file has a unique name in the same directory (two writers never share it) and is
+    removed if anything fails before the rename."""
+    d = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=d)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def atomic_write_json(path, doc, mode=0o644):
+    atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8"), mode)
 
 
 def read_manifest(bundle_dir):

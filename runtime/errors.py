@@ -1,5 +1,17 @@
-"""One exception type for problems a person at the board can fix; the CLI prints it as one line."""
+"""The project's one exception family. Every CLI (build.py, python -m runtime, deploy) catches DynnError
+by class, prints its message as one line and exits 1; anything else is a bug and keeps its traceback.
+
+compile/ subclasses it (compile.errors.UserError); the runtime and the platform layer raise the two below.
+"""
 
 
-class RuntimeUserError(Exception):
-    """Bad bundle, bad input, missing package. The message says what was expected and what to do."""
+class DynnError(Exception):
+    """An expected failure a person can fix: the message says what was wrong, where, and what to do."""
+
+
+class RuntimeUserError(DynnError):
+    """Bad bundle, bad input, missing package on the board side."""
+
+
+class PlatformError(RuntimeUserError):
+    """DVFS, task mapping, power sensors or the board file (runtime/platform/)."""

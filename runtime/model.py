@@ -18,7 +18,7 @@ def _backend_class(name):
         from runtime.backends.onnx_backend import OnnxBackend
         return OnnxBackend
     if name == "tensorrt":
-        from runtime.backends.tensorrt_backend import TensorRTBackend
+        from runtime.trt.backend import TensorRTBackend
         return TensorRTBackend
     raise RuntimeUserError("unknown backend %r; choose one of: auto, %s" % (name, ", ".join(BACKENDS)))
 

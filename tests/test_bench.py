@@ -8,11 +8,11 @@ import os
 
 import pytest
 
-from compile.bench import add_arguments
-from compile.bench.manager import decision_cost, demo_result
-from compile.bench.refs import _cached
-from compile.bench.run import _threads, command_line
-from compile.bench.stats import ideal_latencies, paired_ratios, pareto_front, percentile, ratio, summarize
+from bench import add_arguments
+from bench.manager import decision_cost, demo_result
+from bench.refs import _cached
+from bench.run import _threads, command_line
+from bench.stats import ideal_latencies, paired_ratios, pareto_front, percentile, ratio, summarize
 from compile.errors import UserError
 
 
@@ -105,7 +105,7 @@ def test_quick_mode_writes_the_report_and_plots(bench_out):
 
 
 def test_a_bundle_from_another_checkpoint_is_refused(host_bundle, tmp_path):
-    from compile.bench.run import _bundle
+    from bench.run import _bundle
     args = argparse.Namespace(bundle=host_bundle)
     with pytest.raises(UserError, match="was not built from"):
         _bundle(args, {"name": "host-cpu"}, "x.safetensors", {"tensors": {"sha256": "0" * 64}}, str(tmp_path),

@@ -60,7 +60,7 @@ def test_manifest_lists_every_file_with_checksums_ops_tools_and_levels(host_bund
 
 def test_tflite_file_stores_shared_weights_once(tiny_ckpt, host_bundle, tmp_path):
     """The all-levels file is at most 10% larger than a file of the full-width level alone."""
-    from compile.deploy import DeployLevel, deploy_paths
+    from compile.fold_bn import DeployLevel, deploy_paths
     from compile.emit_tflite import convert_modules
     model, meta = load_checkpoint(tiny_ckpt)
     full = DeployLevel(deploy_paths(model), 1.0 / 3).eval()

@@ -24,12 +24,12 @@ def bundle(host_bundle, tmp_path):
 
 
 def profiler():
-    from compile.profile_cmd import load_profiler
+    from bench.profile_cmd import load_profiler
     return load_profiler()
 
 
 def options(bundle, **kw):
-    from compile.profile_cmd import measure_options
+    from bench.profile_cmd import measure_options
     opts = measure_options(bundle, kw.pop("out", None), quick=True, runs=kw.pop("runs", 15))
     for k, v in kw.items():
         setattr(opts, k, v)

@@ -1,7 +1,7 @@
 """The TensorRT path, as far as it can be checked without TensorRT or a GPU.
 
 The board-side code (board_scripts/trt_build.py, board_scripts/trt_selftest.py,
-runtime/backends/tensorrt_backend.py) must stay Python 3.6 and free of host-only packages; the builder's
+runtime/trt/backend.py) must stay Python 3.6 and free of host-only packages; the builder's
 TensorRT 8.2 / 10 dispatch, its all-or-nothing writing and the backend's level arithmetic are exercised
 against a small fake `tensorrt` (and a fake CUDA memory for the backend). Real engines are checked only
 on a board, by trt_selftest.py.
@@ -28,7 +28,7 @@ if SCRIPTS not in sys.path:  # last: board_scripts/profile.py must not shadow th
 import trt_build  # noqa: E402
 import trt_selftest  # noqa: E402
 from runtime.backends import tensorrt_backend  # noqa: E402
-from runtime.backends.tensorrt_backend import TensorRTBackend, TensorRTError  # noqa: E402
+from runtime.trt.backend import TensorRTBackend, TensorRTError  # noqa: E402
 
 FILES = [os.path.join(ROOT, "board_scripts", "trt_build.py"),
          os.path.join(ROOT, "board_scripts", "trt_selftest.py"),
@@ -61,7 +61,7 @@ def test_compiles_under_real_python36():
 
 
 def test_imports_without_tensorrt_cuda_torch_onnx():
-    code = BLOCK + ("sys.path[:0] = [%r, %r]\nimport runtime.backends.tensorrt_backend\nimport trt_build\n"
+    code = BLOCK + ("sys.path[:0] = [%r, %r]\nimport runtime.trt.backend\nimport trt_build\n"
                     "import trt_selftest\nprint('ok')\n" % (ROOT, SCRIPTS))
     r = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                        universal_newlines=True, timeout=60, cwd=ROOT)

@@ -13,7 +13,7 @@ import os
 import subprocess
 import sys
 
-from compile.bench.stats import ratio, summarize
+from bench.stats import ratio, summarize
 from compile.errors import UserError
 
 LIMIT = 1.15
@@ -23,7 +23,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def rss_in_fresh_process(spec, timeout=300):
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
                TF_CPP_MIN_LOG_LEVEL="2")
-    p = subprocess.run([sys.executable, "-m", "compile.bench.memory_worker", json.dumps(spec)], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-m", "bench.memory_worker", json.dumps(spec)], cwd=ROOT, env=env,
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=timeout)
     lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
     if p.returncode != 0 or not lines:

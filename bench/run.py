@@ -30,7 +30,7 @@ def _rel(path):
 def command_line(args):
     """The exact command, rebuilt from the parsed options (only those that differ from the defaults)."""
     import argparse
-    from compile.bench import add_arguments
+    from bench import add_arguments
     p = argparse.ArgumentParser()
     add_arguments(p)
     defaults = vars(p.parse_args([]))
@@ -82,7 +82,7 @@ def _bundle(args, target, ckpt_path, meta, work, log):
     d = os.path.join(work, "bundle-%s-%s" % (target["name"], sha[:16]))
     if not built_from_ckpt(d):
         log("  building a %s bundle from %s into %s" % (target["name"], ckpt_path, _rel(d)))
-        from compile.bench.refs import quiet_fds
+        from bench.refs import quiet_fds
         with quiet_fds():
             build_bundle(ckpt_path, target["name"], d, log=lambda *a: None)
     return d
@@ -90,8 +90,8 @@ def _bundle(args, target, ckpt_path, meta, work, log):
 
 def _levels_table(cfg, levels, macs):
     """Per-level numbers of one (threads, batch) configuration, with ratios taken per round."""
-    from compile.bench.latency import paired_ratio
-    from compile.bench.stats import ideal_latencies, median_of
+    from bench.latency import paired_ratio
+    from bench.stats import ideal_latencies, median_of
     impls = cfg["impls"]
     eng = [median_of(impls["engine"].get(k)) for k in levels]
     ideal = ideal_latencies(eng[0], macs)
@@ -122,9 +122,9 @@ def _agreement(runners, x):
 def measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_shape, threads_list, batches, mode,
                     log):
     import runtime
-    from compile.bench import engines
-    from compile.bench.latency import ladder_config
-    from compile.bench.stats import ratio
+    from bench import engines
+    from bench.latency import ladder_config
+    from bench.stats import ratio
     configs, agreement = [], {}
     for t in threads_list:
         eng = runtime.load(bundle, backend="tflite", threads=t)
@@ -167,7 +167,7 @@ def measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_
 
 def measure_peaks(threads_list, configs, full_macs, mode, log):
     """The GEMM peak per thread count, and the fraction of it the full level reaches at each batch size."""
-    from compile.bench.peak import measure_peak
+    from bench.peak import measure_peak
     log("peak: float32 GEMM %dx%d" % (mode["peak_n"], mode["peak_n"]))
     peaks = []
     for t in threads_list:
@@ -187,11 +187,11 @@ def measure_peaks(threads_list, configs, full_macs, mode, log):
 
 def run_bench(args, log=print):
     t_start = time.time()
-    from compile.bench import accuracy as acc_mod
-    from compile.bench import machine, manager, memory, refs
-    from compile.bench.switching import measure_switching
+    from bench import accuracy as acc_mod
+    from bench import machine, manager, memory, refs
+    from bench.switching import measure_switching
     from compile.checkpoint import load_checkpoint, resolve
-    from compile.deploy import deploy_paths
+    from compile.fold_bn import deploy_paths
     from compile.targets import get_target
     import runtime
     from runtime.bundle import read_manifest
@@ -313,8 +313,8 @@ def checks(result):
 
 
 def write_outputs(result, out, publish, log):
-    from compile.bench.plots import write_plots
-    from compile.bench.report import write_report
+    from bench.plots import write_plots
+    from bench.report import write_report
     from compile.checkpoint import atomic_write_bytes
     os.makedirs(out, exist_ok=True)
     pngs = write_plots(result, out)
@@ -323,7 +323,7 @@ def write_outputs(result, out, publish, log):
     write_report(result, os.path.join(out, "report.md"))
     log("wrote %s: bench.json, report.md, %s" % (_rel(out), ", ".join(pngs)))
     if publish:
-        from compile.bench import PUBLISH_DIR
+        from bench import PUBLISH_DIR
         os.makedirs(PUBLISH_DIR, exist_ok=True)
         for name in BENCH_FILES + tuple(pngs):
             shutil.copyfile(os.path.join(out, name), os.path.join(PUBLISH_DIR, name))

@@ -6,7 +6,7 @@ item each round, so a slow minute of the machine hits all items alike; ratios ar
 import gc
 import time
 
-from compile.bench.stats import paired_ratios, summarize
+from bench.stats import paired_ratios, summarize
 
 
 def _calibrate(fn, target_s, warmup):

@@ -145,7 +145,7 @@ def load_test_images(data_dir, limit=None):
 
 def get_profile(bundle, path, log=print):
     from runtime import profile_data as pdata
-    from compile.profile_cmd import measure_here, measure_options
+    from bench.profile_cmd import measure_here, measure_options
     path = path or os.path.join(bundle, pdata.PROFILE_FILE)
     if not os.path.isfile(path):
         log("no profile at %s: measuring a quick one first" % path)

@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from compile.bench.stats import summarize
+from bench.stats import summarize
 
 
 def measure_peak(threads, n=2048, repeats=5):

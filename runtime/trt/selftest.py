@@ -27,7 +27,7 @@ sys.path[:] = [os.path.dirname(HERE)] + [p for p in sys.path if os.path.abspath(
 import numpy as np  # noqa: E402
 
 import trt_build  # noqa: E402
-from runtime.backends.tensorrt_backend import RECORD, TensorRTBackend  # noqa: E402
+from runtime.trt.backend import RECORD, TensorRTBackend  # noqa: E402
 from runtime.bundle import load_golden, read_manifest, verify_files  # noqa: E402
 from runtime.errors import RuntimeUserError  # noqa: E402
 

@@ -8,8 +8,8 @@ Two questions, both at batch 1, interleaved round by round:
 import gc
 import time
 
-from compile.bench.engines import Signature, open_interpreter
-from compile.bench.stats import ratio, summarize
+from bench.engines import Signature, open_interpreter
+from bench.stats import ratio, summarize
 
 
 def measure_switching(model, single_files, levels, x, threads, rounds, switches_per_sample=2000):

@@ -3,8 +3,8 @@
   engine       the shipped runtime (runtime.load, TFLite/XNNPACK, one file, every level): Model.infer
   bare         the same interpreter's signature runners called by hand and summed (the runtime's overhead)
   onnxruntime  the same bundle's model.onnx through the runtime's ONNX backend (no spinning threads)
-  pytorch      the same BatchNorm-folded group paths in eager PyTorch (compile.deploy.DeployLevel)
-  single       a separately compiled single-level .tflite (compile/bench/refs.py)
+  pytorch      the same BatchNorm-folded group paths in eager PyTorch (compile.fold_bn.DeployLevel)
+  single       a separately compiled single-level .tflite (bench/refs.py)
   dense        the dense-incremental baseline's .tflite, one signature per level
 """
 import numpy as np
@@ -51,7 +51,7 @@ def engine_level(model, level):
 def torch_levels(paths, level_scale, threads):
     """{level: fn} running DeployLevel(paths[:k]) eagerly under inference_mode with `threads` torch threads."""
     import torch
-    from compile.deploy import DeployLevel
+    from compile.fold_bn import DeployLevel
     mods = {k: DeployLevel(paths[:k], level_scale[k - 1]).eval() for k in range(1, len(paths) + 1)}
 
     def make(mod):

@@ -54,5 +54,5 @@ def main(args):
         # Idle OpenMP threads of PyTorch must sleep, not spin, or they slow whatever is timed next.
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from compile.bench.run import run_bench
+    from bench.run import run_bench
     return run_bench(args)

@@ -1,6 +1,6 @@
 """report.md from bench.json: the tables, the plots, and what the numbers were measured on."""
-from compile.bench.plots import LADDER, MEMORY, PARETO, pareto_points
-from compile.bench.stats import pareto_front
+from bench.plots import LADDER, MEMORY, PARETO, pareto_points
+from bench.stats import pareto_front
 
 DASH = "-"
 

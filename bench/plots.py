@@ -1,7 +1,7 @@
 """The report's plots, drawn from bench.json alone: latency ladder, accuracy-latency Pareto front, memory bars."""
 import os
 
-from compile.bench.stats import pareto_front
+from bench.stats import pareto_front
 
 LADDER, PARETO, MEMORY = "latency_ladder.png", "pareto.png", "memory.png"
 STYLE = {"engine": ("this project (one file, TFLite)", "C0", "o", "-"),

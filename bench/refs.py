@@ -1,6 +1,6 @@
 """Reference models the shipped engine is compared with, converted once and cached in the work folder.
 
-  single-level  level k of the default checkpoint as its own network (compile.deploy.DeployLevel over paths
+  single-level  level k of the default checkpoint as its own network (compile.fold_bn.DeployLevel over paths
                 1..k), one .tflite per level: what a project without width switching would ship.
   dense         the dense-incremental baseline (Tann et al. 2016) as one .tflite, one signature per level:
                 its groups read each other's channels, so it cannot be split into per-group signatures.
@@ -90,7 +90,7 @@ def _convert(named, in_shape, path):
 
 
 def _check(path, sig, module, in_shape, what, batch=1):
-    from compile.bench.engines import Signature, open_interpreter
+    from bench.engines import Signature, open_interpreter
     x = np.random.default_rng(0).standard_normal((batch,) + tuple(in_shape)).astype(np.float32)
     got = Signature(open_interpreter(path, 1), sig)(x)
     with torch.no_grad():
@@ -117,7 +117,7 @@ def _convert_cached(folder, stem, modules_by_sig, batch_sizes, in_shape, what, l
 
 def single_level_files(paths, level_scale, sha, in_shape, batch_sizes, work, log=print):
     """{level: path} of one-level .tflite files; signature `level{k}_b{B}`."""
-    from compile.deploy import DeployLevel
+    from compile.fold_bn import DeployLevel
     folder = os.path.join(work, "refs", sha[:16])
     out = {}
     for k in range(1, len(paths) + 1):
@@ -160,7 +160,7 @@ def dense_file(ckpt_path, batch_sizes, work, log=print):
 def static_file(ckpt_path, batch_sizes, work, log=print):
     """The static width-K checkpoint as one .tflite, signature `width{K}_b{B}`."""
     from compile.checkpoint import load_checkpoint
-    from compile.deploy import DeployLevel, deploy_paths
+    from compile.fold_bn import DeployLevel, deploy_paths
     model, meta = load_checkpoint(ckpt_path)
     K = int(meta["groups"])
     size, chans = int(meta["input"]["size"]), int(meta["input"]["channels"])

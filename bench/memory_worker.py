@@ -1,8 +1,8 @@
-"""Run in a fresh process by compile/bench/memory.py: load one set of engine files, run each signature once,
+"""Run in a fresh process by bench/memory.py: load one set of engine files, run each signature once,
 print the resident-memory growth as one JSON line.
 
-    python -m compile.bench.memory_worker '{"kind": "engine", "bundle": DIR, "batches": [1, 32], "threads": 1}'
-    python -m compile.bench.memory_worker '{"kind": "files", "files": [{"path": F, "signatures": [...]}], ...}'
+    python -m bench.memory_worker '{"kind": "engine", "bundle": DIR, "batches": [1, 32], "threads": 1}'
+    python -m bench.memory_worker '{"kind": "files", "files": [{"path": F, "signatures": [...]}], ...}'
 
 Everything importable is imported before the first reading, so the difference is what loading and running
 the model costs, not Python modules. No torch here.
