@@ -3,6 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 TFLITE_VENV := .venv-tflite
+PY36_VENV := .venv-py36
+# The Jetson Nano's Python (JetPack 4.6); CI's image has it under pyenv, the same path as here.
+PY36 ?= $(HOME)/.pyenv/versions/3.6.15/bin/python
 
 .PHONY: run test venv clean-venv ssh-tools
 
@@ -18,6 +21,16 @@ $(TFLITE_VENV)/.installed:
 	$(TFLITE_VENV)/bin/pip install -q tflite-runtime==2.14.0 numpy==1.26.4
 	touch $@
 
+# The runtime on Python 3.6 with the newest cp36 wheels: numpy 1.19.5, onnxruntime 1.10.0 (the last for 3.6;
+# no tflite-runtime wheel for cp36 with signature runners exists), pytest 7.0.1 (the last for 3.6).
+# Skipped, with the reason, where that interpreter is absent; tests/test_runtime_py36.py drives it.
+$(PY36_VENV)/.installed:
+	@if [ -x "$(PY36)" ]; then \
+		$(PY36) -m venv $(PY36_VENV) && \
+		$(PY36_VENV)/bin/pip install -q "pip==21.3.1" && \
+		$(PY36_VENV)/bin/pip install -q numpy==1.19.5 onnxruntime==1.10.0 pytest==7.0.1 && touch $@; \
+	else echo "no Python 3.6 at $(PY36): the Python 3.6 runtime tests will be skipped"; fi
+
 venv: $(VENV)/.installed
 
 # The main job on the shipped default: compile it for this machine and verify the bundle's golden vectors.
@@ -30,8 +43,8 @@ ssh-tools:
 	@if ! [ -x /usr/sbin/sshd ] || ! command -v rsync >/dev/null; then \
 		apt-get update -qq && apt-get install -y -qq openssh-server rsync >/dev/null; fi
 
-test: $(VENV)/.installed $(TFLITE_VENV)/.installed ssh-tools
+test: $(VENV)/.installed $(TFLITE_VENV)/.installed $(PY36_VENV)/.installed ssh-tools
 	$(PY) -m pytest -q tests
 
 clean-venv:
-	rm -rf $(VENV) $(TFLITE_VENV)
+	rm -rf $(VENV) $(TFLITE_VENV) $(PY36_VENV)

@@ -1,10 +1,19 @@
-"""The object a board application holds: one bundle, every level ready, switchable in microseconds."""
+"""The object a board application holds: one bundle, every level ready, switchable in microseconds.
+
+Thread safety (docs/runtime.md): one Model may be shared by any number of threads. Calls into an engine
+that is not thread-safe itself (TFLite: its signature runners share tensors) are serialised by one lock per
+Model; set_threads swaps interpreters under the same lock, so it never races an infer; close waits for
+calls in flight, and every call after it fails with one line.
+"""
+import numbers
 import os
+import threading
 import time
 
 import numpy as np
 
 from runtime.bundle import read_manifest, verify_files
+from runtime.cli import cpu_count
 from runtime.errors import RuntimeUserError
 
 BACKENDS = ("tflite", "onnx", "tensorrt")
@@ -27,6 +36,19 @@ def _auto_backend(manifest):
     """The bundle's own engine first (TensorRT or TFLite), the portable ONNX file as the fallback."""
     own = manifest["target"]["engine"]
     return [own, "onnx"] if own != "onnx" else ["onnx"]
+
+
+def check_threads(threads, where="threads"):
+    """None (the engine's default) or an integer 1..the board's online cores (issue 10: a million threads
+    were accepted and crashed the process on close). Not the current affinity: set_operating_point may be
+    moving to a bigger cluster than the one the process is pinned to now."""
+    if threads is None:
+        return None
+    cores = max(cpu_count(), os.cpu_count() or 1)
+    if not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or not 1 <= threads <= cores:
+        raise RuntimeUserError("%s must be an integer from 1 to %d (this board's CPU cores), got %r"
+                               % (where, cores, threads))
+    return int(threads)
 
 
 def _chunks(n, sizes):
@@ -64,12 +86,19 @@ class Model(object):
         self._pre_b = (-mean / std).reshape(1, -1, 1, 1).astype(np.float32)
         self._platform_args = dict(board=board, sysfs_root=sysfs_root, state_dir=state_dir, dvfs=dvfs)
         self._platform = None
+        self._lock = threading.RLock()
+        self._closed = False
 
     # ---- levels ----------------------------------------------------------------------------------
+    def _check_level(self, level):
+        # 2.0 == 2 and True == 1 as dict keys: only real integers name a level.
+        if not isinstance(level, numbers.Integral) or isinstance(level, bool) or level not in self.accuracy:
+            raise RuntimeUserError("level %r does not exist; this bundle has levels %s (integers)"
+                                   % (level, self.levels))
+        return int(level)
+
     def set_level(self, level):
-        if level not in self.accuracy:
-            raise RuntimeUserError("level %r does not exist; this bundle has levels %s" % (level, self.levels))
-        self.level = level
+        self.level = self._check_level(level)
 
     # ---- data ------------------------------------------------------------------------------------
     def preprocess(self, images):
@@ -86,14 +115,24 @@ class Model(object):
 
     def infer(self, x, level=None):
         """float32 [N, C, H, W] -> float32 [N, classes] logits at the current (or given) level."""
-        level = self.level if level is None else level
-        if level not in self.accuracy:
-            raise RuntimeUserError("level %r does not exist; this bundle has levels %s" % (level, self.levels))
+        level = self.level if level is None else self._check_level(level)
         if not isinstance(x, np.ndarray) or x.dtype != np.float32 or x.ndim != 4 or x.shape[1:] != self.input_shape:
             raise RuntimeUserError("infer expects a float32 array [N, %s] (use model.preprocess(images)); got %s %s"
                                    % (", ".join(map(str, self.input_shape)), getattr(x, "dtype", type(x).__name__),
                                       list(getattr(x, "shape", []))))
         n = x.shape[0]
+        if self.backend.thread_safe:
+            self._check_open()
+            return self._infer(x, n, level)
+        with self._lock:
+            self._check_open()
+            return self._infer(x, n, level)
+
+    def _check_open(self):
+        if self._closed:
+            raise RuntimeUserError("this model of %s is closed; load the bundle again to run it" % self.bundle_dir)
+
+    def _infer(self, x, n, level):
         if n == 0:
             return np.zeros((0, self.num_classes), np.float32)
         sizes = self.backend.batch_sizes
@@ -122,8 +161,10 @@ class Model(object):
 
     def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None):
         """Switch level, task mapping (cluster affinity, threads) and frequencies in one call."""
+        self._check_open()
         if level is not None:
-            self.set_level(level)
+            level = self._check_level(level)
+        threads = check_threads(threads)
         name = None
         if cluster is not None:
             name = self.platform.cluster(cluster)  # "big"/"little" aliases -> the board's cluster name
@@ -138,17 +179,24 @@ class Model(object):
         if gpu_freq_hz is not None:
             self.platform.set_gpu_freq(int(gpu_freq_hz))
         if threads is not None and hasattr(self.backend, "set_threads"):
-            self.backend.set_threads(int(threads))
+            with self._lock:
+                self._check_open()
+                self.backend.set_threads(threads)
+        if level is not None:
+            self.level = level
 
     # ---- life cycle ------------------------------------------------------------------------------
     def close(self):
-        try:
-            if self._platform is not None:
-                self._platform.close()
-        finally:
-            self._platform = None
-            if self.backend is not None:
-                self.backend.close()
+        """Restore the board, release the engine; waits for calls in flight. Safe to call twice."""
+        with self._lock:
+            self._closed = True
+            try:
+                if self._platform is not None:
+                    self._platform.close()
+            finally:
+                self._platform = None
+                if self.backend is not None:
+                    self.backend.close()
 
     def __enter__(self):
         return self
@@ -184,6 +232,9 @@ def load(bundle_dir, backend="auto", threads=None, verify=True, target=None, pre
     board/sysfs_root/state_dir/dvfs: passed to runtime.platform when set_operating_point first needs it.
     """
     bundle_dir = os.fspath(bundle_dir) if hasattr(os, "fspath") else bundle_dir
+    if backend != "auto" and backend not in BACKENDS:
+        raise RuntimeUserError("unknown backend %r; choose one of: auto, %s" % (backend, ", ".join(BACKENDS)))
+    threads = check_threads(threads)
     manifest = read_manifest(bundle_dir)
     if target is not None and manifest["target"]["name"] != target:
         raise RuntimeUserError("bundle %s was built for target %s, not %s; build one with: "

@@ -12,6 +12,9 @@ class Backend(object):
     name = "base"
     #: batch sizes this engine runs natively; None means any batch size.
     batch_sizes = None
+    #: True when run_level, set_threads and close may be called from several threads at once; when False
+    #: runtime.model.Model serialises every call into the backend with one lock.
+    thread_safe = False
 
     def __init__(self, bundle_dir, manifest, threads=None):
         self.bundle_dir, self.manifest, self.threads = bundle_dir, manifest, threads

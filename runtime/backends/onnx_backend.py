@@ -10,6 +10,9 @@ from runtime.errors import RuntimeUserError
 class OnnxBackend(Backend):
     name = "onnx"
     batch_sizes = None
+    # InferenceSession.run may be called concurrently on one session (ONNX Runtime's threading contract);
+    # set_threads swaps in a new session, and a call in flight keeps the one it started with.
+    thread_safe = True
 
     def __init__(self, bundle_dir, manifest, threads=None):
         super(OnnxBackend, self).__init__(bundle_dir, manifest, threads)
@@ -42,7 +45,10 @@ class OnnxBackend(Backend):
         lv = self._levels.get(level)
         if lv is None:
             lv = self._levels[level] = np.array([level], np.int32)
-        return self.sess.run([self.out_name], {self.in_name: x, self.level_name: lv})[0]
+        sess = self.sess
+        if sess is None:
+            raise RuntimeUserError("the model is closed; load the bundle again to run it")
+        return sess.run([self.out_name], {self.in_name: x, self.level_name: lv})[0]
 
     def prepare(self, levels, batch_sizes=(1,)):
         shape = [1] + list(self.manifest["input"]["shape"][1:])

@@ -1,14 +1,18 @@
 """TFLite (XNNPACK) through ai_edge_litert, tflite_runtime or tensorflow.lite, whichever is installed.
 
-The file holds one signature per (group, batch size); level k runs groups 1..k and sums, which keeps
-one packed copy of each weight in XNNPACK (../shared/docs/measured.md). Signature runners need
+The file holds one signature per (group, batch size); level k runs groups 1..k and combines them, which
+keeps one packed copy of each weight in XNNPACK (../shared/docs/measured.md). Signature runners need
 tflite-runtime 2.7 or later (../shared/docs/boards.md 3.3).
+
+Not thread-safe by itself: the signature runners of one interpreter share its tensors, so two concurrent
+calls overwrite each other's input (issue 10). runtime.model.Model serialises calls (thread_safe = False).
 """
 import os
 
 import numpy as np
 
 from runtime.backends.base import Backend
+from runtime.bundle import level_weights
 from runtime.errors import RuntimeUserError
 
 
@@ -28,6 +32,7 @@ def interpreter_class():
 
 class TFLiteBackend(Backend):
     name = "tflite"
+    thread_safe = False
 
     def __init__(self, bundle_dir, manifest, threads=None):
         super(TFLiteBackend, self).__init__(bundle_dir, manifest, threads)
@@ -36,35 +41,34 @@ class TFLiteBackend(Backend):
             raise RuntimeUserError("bundle %s has no TFLite engine (target %s); use backend='onnx' or a "
                                    "TFLite target's bundle" % (bundle_dir, manifest["target"]["name"]))
         self.path = os.path.join(bundle_dir, eng["file"])
-        self.signatures = eng["signatures"]
         self.batch_sizes = sorted(eng["batch_sizes"])
         self.scale = [float(s) for s in manifest["model"]["level_scale"]]
+        self.weights = level_weights(manifest)
         self.cls, self.binding = interpreter_class()
         self._by_threads = {}
-        self.threads = None
+        self.threads, self.interp = None, None
         self._open(threads)
 
     def _open(self, threads):
         # One interpreter per thread count, kept: switching threads back and forth costs a dict lookup,
         # not a re-open and re-pack (milliseconds). Each thread count used holds its own packed weights.
-        if self.threads is not None and hasattr(self, "interp") and self.interp is not None:
+        if self.interp is not None:
             self._by_threads[self.threads] = (self.interp, self._io, self._runners)
-        self.threads = threads
         if threads in self._by_threads:
             self.interp, self._io, self._runners = self._by_threads[threads]
+            self.threads = threads
             return
         kwargs = {"model_path": self.path}
         if threads:
             kwargs["num_threads"] = int(threads)
         try:
-            self.interp = self.cls(**kwargs)
+            interp = self.cls(**kwargs)
         except ValueError as exc:
             raise RuntimeUserError("%s could not load %s (%s)" % (self.binding, self.path, exc))
-        if not hasattr(self.interp, "get_signature_runner"):
+        if not hasattr(interp, "get_signature_runner"):
             raise RuntimeUserError("%s is too old: it has no signature runners (needs tflite-runtime 2.7 or "
                                    "later, boards.md 3.3); install a newer one" % self.binding)
-        self._io = self.interp.get_signature_list()
-        self._runners = {}
+        self.interp, self._io, self._runners, self.threads = interp, interp.get_signature_list(), {}, threads
 
     def _runner(self, group, batch):
         key = (group, batch)
@@ -99,15 +103,19 @@ class TFLiteBackend(Backend):
             for b in batch_sizes:
                 self._warm(g, b)
 
-    def run_group(self, x, group):
-        return self._call(group, x)
-
     def run_level(self, x, level):
-        out = self._call(1, x)
+        w = self.weights[level - 1]
+        if w is None:
+            # The mean of the groups, in the order and precision the golden vectors were made with.
+            out = self._call(1, x)
+            for g in range(2, level + 1):
+                out = out + self._call(g, x)
+            if level > 1:
+                out *= self.scale[level - 1]
+            return out
+        out = self._call(1, x) * w[0]
         for g in range(2, level + 1):
-            out = out + self._call(g, x)
-        if level > 1:
-            out *= self.scale[level - 1]
+            out += self._call(g, x) * w[g - 1]
         return out
 
     def close(self):

@@ -1,0 +1,187 @@
+"""The fields of manifest.json the runtime relies on, checked once when runtime.bundle.read_manifest reads it.
+
+Every failure is one line naming the file, the field, what was expected and what to do (runtime/schema.py).
+Paths (files, engines.*.file, the golden file) must be canonical relative paths that stay inside the bundle
+after symlinks are resolved, and every engine and golden file must be listed in `files` with its sha256, so
+that nothing the runtime loads escapes verify_files.
+"""
+import math
+import os
+import posixpath
+import re
+
+from runtime.schema import _MISSING, fail, field, require_dict
+
+ENGINES = ("tflite", "onnx", "tensorrt")
+FIX = "rebuild the bundle (python build.py --target NAME) and deploy it again"
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+# Generous bounds that still stop absurd values before they allocate anything (issue 10: a batch size of 0
+# looped forever; a huge one would allocate the batch).
+MAX_BATCH, MAX_GROUPS, MAX_CLASSES, MAX_SIDE = 4096, 256, 100000, 4096
+
+
+def _finite(v, low=None):
+    return math.isfinite(v) and (low is None or v >= low)
+
+
+class _Checker(object):
+    def __init__(self, path, bundle_dir):
+        self.where, self.bundle_dir = path, bundle_dir
+        self.root = os.path.realpath(bundle_dir)
+
+    def section(self, doc, key, default=None, optional=False):
+        if optional and key not in doc:
+            return default
+        return field(doc, key, dict, self.where, FIX, expect="an object")
+
+    def f(self, doc, key, t, prefix, **kw):
+        return field(doc, key, t, self.where, FIX, prefix=prefix, **kw)
+
+    def rel_path(self, doc, key, prefix, value=None):
+        """A path inside the bundle: relative, canonical, no '..', and inside it after realpath."""
+        rel = self.f(doc, key, str, prefix) if value is None else value
+        canonical = (rel and "\\" not in rel and "\0" not in rel and not rel.startswith("/")
+                     and posixpath.normpath(rel) == rel and ".." not in rel.split("/"))
+        full = os.path.realpath(os.path.join(self.root, rel)) if canonical else ""
+        if not canonical or not full.startswith(self.root + os.sep):
+            fail(self.where, prefix + key, "a relative path inside the bundle (no '..', no leading '/', no "
+                 "symlink out of it)", rel, FIX)
+        return rel
+
+    def batch_sizes(self, doc, prefix):
+        return sorted(self.f(doc, "batch_sizes", [int], prefix,
+                             check=lambda v: v and 1 in v and len(set(v)) == len(v) and min(v) >= 1
+                             and max(v) <= MAX_BATCH,
+                             expect="a list of distinct batch sizes in 1..%d that includes 1" % MAX_BATCH))
+
+
+def check_manifest(man, path, bundle_dir):
+    """Raise RuntimeUserError (one line) unless `man` is a manifest this runtime can run safely."""
+    c = _Checker(path, bundle_dir)
+    require_dict(man, path, FIX)
+    target = c.section(man, "target")
+    c.f(target, "name", str, "target.", check=len, expect="a non-empty string")
+    c.f(target, "engine", str, "target.", check=lambda v: v in ENGINES, expect="one of %s" % ", ".join(ENGINES))
+    c.f(target, "board", (str, type(None)), "target.", default=None)
+    c.f(target, "description", str, "target.", default="")
+
+    model = c.section(man, "model")
+    groups = c.f(model, "groups", int, "model.", check=lambda v: 1 <= v <= MAX_GROUPS,
+                 expect="an integer in 1..%d" % MAX_GROUPS)
+    for key in ("arch", "scheme"):
+        c.f(model, key, str, "model.")
+    levels = c.f(man, "levels", [dict], "", check=lambda v: 1 <= len(v) <= groups,
+                 expect="a list of 1..%d level objects (model.groups)" % groups)
+    for i, lv in enumerate(levels):
+        p = "levels[%d]." % i
+        c.f(lv, "level", int, p, check=lambda v: v == i + 1, expect="%d (levels are 1, 2, ... in order)" % (i + 1))
+        c.f(lv, "params", int, p, check=lambda v: v >= 0, expect="a non-negative integer")
+        c.f(lv, "macs", float, p, check=lambda v: _finite(v, 0), expect="a non-negative number")
+        c.f(lv, "test_accuracy", (float, type(None)), p, default=None,
+            check=lambda v: v is None or 0 <= v <= 1, expect="a number in 0..1 or null")
+    n = len(levels)
+    c.f(model, "level_scale", [float], "model.", check=lambda v: len(v) == n and all(_finite(s, 0) for s in v),
+        expect="a list of %d finite non-negative numbers (one per level)" % n)
+    c.f(model, "level_weights", [[float]], "model.", default=None,
+        check=lambda v: len(v) == n and all(len(w) == k + 1 and all(_finite(x) for x in w) for k, w in enumerate(v)),
+        expect="a list of %d lists, entry k-1 holding the k finite weights of level k" % n)
+    classes = _check_io(c, man, model)
+    c.f(model, "class_names", ([str], type(None)), "model.", default=None,
+        check=lambda v: v is None or len(v) == classes, expect="null or a list of %d names" % classes)
+    listed = _check_files(c, man)
+    _check_engines(c, man, groups, listed)
+    golden = c.section(man, "golden", optional=True)
+    if golden is not None:
+        _need_listed(c, listed, c.rel_path(golden, "file", "golden."), "golden.file")
+        c.f(golden, "count", int, "golden.", check=lambda v: v >= 1, expect="a positive integer")
+        for key in ("atol", "rtol", "atol_fp16"):
+            c.f(golden, key, float, "golden.", default=0.0, check=lambda v: _finite(v, 0),
+                expect="a finite non-negative number")
+    return man
+
+
+def _check_io(c, man, model):
+    inp = c.section(man, "input")
+    shape = c.f(inp, "shape", list, "input.",
+                check=lambda v: len(v) == 4 and v[0] is None and all(isinstance(d, int) and not isinstance(d, bool)
+                                                                     and 1 <= d <= MAX_SIDE for d in v[1:]),
+                expect="[null, C, H, W] with C, H, W integers in 1..%d" % MAX_SIDE)
+    channels = shape[1]
+    c.f(inp, "name", str, "input.", default="input")
+    norm = c.section(inp, "normalisation")
+    c.f(norm, "scale", float, "input.normalisation.", check=lambda v: _finite(v) and v > 0,
+        expect="a positive finite number")
+    c.f(norm, "mean", [float], "input.normalisation.", check=lambda v: len(v) == channels and all(map(_finite, v)),
+        expect="a list of %d finite numbers (one per channel)" % channels)
+    c.f(norm, "std", [float], "input.normalisation.",
+        check=lambda v: len(v) == channels and all(_finite(s) and s > 0 for s in v),
+        expect="a list of %d positive numbers (one per channel)" % channels)
+    out = c.section(man, "output")
+    classes = c.f(model, "num_classes", int, "model.", check=lambda v: 2 <= v <= MAX_CLASSES,
+                  expect="an integer in 2..%d" % MAX_CLASSES)
+    c.f(out, "shape", list, "output.", check=lambda v: v == [None, classes],
+        expect="[null, %d] (model.num_classes)" % classes)
+    c.f(out, "name", str, "output.", default="logits")
+    return classes
+
+
+def _check_files(c, man):
+    files = c.section(man, "files")
+    for rel in sorted(files):
+        p = "files[%r]." % rel
+        c.rel_path(None, "[%r]" % rel, "files", value=rel)
+        info = c.f(files, rel, dict, "files.")
+        c.f(info, "size", int, p, check=lambda v: v >= 0, expect="a non-negative integer")
+        c.f(info, "sha256", str, p, check=_SHA256.match, expect="64 lowercase hex digits")
+    return files
+
+
+def _need_listed(c, listed, rel, name):
+    if rel not in listed:
+        fail(c.where, name, "a file listed in `files` with its sha256", rel, FIX)
+
+
+def _check_engines(c, man, groups, listed):
+    engines = c.section(man, "engines")
+    if not any(name in engines for name in ENGINES):
+        fail(c.where, "engines", "an object with at least one of %s" % ", ".join(ENGINES), engines, FIX)
+    for name in ENGINES:
+        eng = c.section(engines, name, optional=True)
+        if eng is None:
+            continue
+        p = "engines.%s." % name
+        files = [("file", c.rel_path(eng, "file", p))] if name != "tensorrt" else _trt_files(c, eng, p, groups)
+        for key, rel in files:
+            _need_listed(c, listed, rel, p + key)
+        if name == "onnx":
+            for key in ("input", "output", "level_input"):
+                c.f(eng, key, str, p)
+        elif name == "tflite":
+            _check_signatures(c, eng, p, groups)
+        else:
+            c.batch_sizes(eng, p)
+
+
+def _trt_files(c, eng, p, groups):
+    """TensorRT: the ONNX files it builds from are shipped and listed; plan and record are made on the board."""
+    for key in ("plan", "record"):
+        if key in eng:
+            c.rel_path(eng, key, p)
+    out = [("onnx", c.rel_path(eng, "onnx", p))]
+    group_onnx = c.f(eng, "group_onnx", [str], p, default=[],
+                     check=lambda v: len(v) in (0, groups), expect="a list of %d paths (one per group)" % groups)
+    for i, rel in enumerate(group_onnx):
+        out.append(("group_onnx[%d]" % i, c.rel_path(None, "group_onnx[%d]" % i, p, value=rel)))
+    return out
+
+
+def _check_signatures(c, eng, p, groups):
+    sizes = c.batch_sizes(eng, p)
+    sigs = c.f(eng, "signatures", dict, p)
+    want = dict(("group%d_b%d" % (g, b), {"group": g, "batch": b}) for g in range(1, groups + 1) for b in sizes)
+    for name in sorted(set(want) | set(sigs)):
+        got = sigs.get(name)
+        if want.get(name) is None or not isinstance(got, dict) or \
+                dict((k, got.get(k)) for k in ("group", "batch")) != want[name]:
+            fail(c.where, p + "signatures." + name, "{group: G, batch: B} for every group 1..%d and batch size "
+                 "%s (and no other signature)" % (groups, sizes), got if name in sigs else _MISSING, FIX)
