@@ -133,3 +133,170 @@ def level_weights(manifest):
         uniform = w is None or all(abs(x - 1.0 / k) <= 1e-12 for x in w) and abs(scale - 1.0 / k) <= 1e-12
         out.append(None if uniform else np.asarray(w, np.float32))
     return out
+
+
+# ---- engine.json (TensorRT's on-device record)
+# Written by runtime.trt.builder on the board, read by runtime.trt.backend and selftest: this section is its
+# only reader and validator. Schema version 2 added `profiles` (the optimisation profile of each carried
+# batch size); a version-1 record is refused with the rebuild command, like any other unusable record.
+ENGINE_RECORD = "engine.json"
+ENGINE_SCHEMA, ENGINE_SCHEMA_VERSION = "dynn-trt-engine", 2
+
+
+def engine_record(mode, precision, tensorrt_version, gpu, profiles, workspace_mb, files, sources, built,
+                  build_seconds, fallback=None):
+    """The record of one successful build. files: {plan relpath: {size, sha256}} in group order;
+    profiles: [[min, opt, max] batch] per optimisation profile; fallback: why the asked-for mode was not built."""
+    return {"schema": ENGINE_SCHEMA, "schema_version": ENGINE_SCHEMA_VERSION, "mode": mode,
+            "precision": precision, "tensorrt_version": tensorrt_version, "gpu": gpu,
+            "batch_max": max(p[2] for p in profiles), "profiles": [list(p) for p in profiles],
+            "workspace_mb": workspace_mb, "engines": list(files), "files": files, "sources": sources,
+            "built": built, "build_seconds": build_seconds, "fallback": fallback}
+
+
+def _is_profile_list(profiles):
+    return profiles and all(len(p) == 3 and 1 <= p[0] <= p[1] <= p[2] for p in profiles)
+
+
+def read_engine_record(bundle_dir, manifest, fix):
+    """engine.json, its fields checked and (unless manifest is None) its sources compared with the
+    manifest's ONNX files. fix: what to do (the rebuild command), appended to every error."""
+    from runtime.schema import field, require_dict
+    from runtime.trt import MODES
+    path = os.path.join(bundle_dir, ENGINE_RECORD)
+    if not os.path.isfile(path):
+        raise RuntimeUserError("no TensorRT engine in %s; %s" % (bundle_dir, fix))
+    try:
+        with open(path) as f:
+            doc = require_dict(json.load(f), path, fix)
+    except ValueError as exc:
+        raise RuntimeUserError("%s is not valid JSON (%s); %s" % (path, exc, fix))
+    field(doc, "schema", str, path, fix, check=lambda v: v == ENGINE_SCHEMA, expect=repr(ENGINE_SCHEMA))
+    field(doc, "schema_version", int, path, fix, check=lambda v: v == ENGINE_SCHEMA_VERSION,
+          expect="%d (this runtime's)" % ENGINE_SCHEMA_VERSION)
+    field(doc, "mode", str, path, fix, check=lambda v: v in MODES, expect="one of %s" % ", ".join(MODES))
+    field(doc, "precision", str, path, fix, check=lambda v: v in ("fp16", "fp32"), expect="fp16 or fp32")
+    field(doc, "tensorrt_version", str, path, fix)
+    field(doc, "gpu", (str, type(None)), path, fix)
+    field(doc, "profiles", [[int]], path, fix, check=_is_profile_list,
+          expect="a list of [min, opt, max] batch sizes")
+    files = field(doc, "files", dict, path, fix)
+    for rel, meta in files.items():
+        field(meta, "size", int, path, fix, prefix="files.%s." % rel)
+        field(meta, "sha256", str, path, fix, prefix="files.%s." % rel)
+    field(doc, "engines", [str], path, fix, check=lambda v: v and all(r in files for r in v),
+          expect="a non-empty list of files named in `files`")
+    sources = field(doc, "sources", dict, path, fix)
+    stale = sorted(rel for rel, sha in sources.items() if manifest is not None
+                   if manifest.get("files", {}).get(rel, {}).get("sha256", sha) != sha)
+    if stale:
+        raise RuntimeUserError("the TensorRT engine in %s was built from an older %s; %s"
+                               % (bundle_dir, ", ".join(stale), fix))
+    return doc
+
+
+def read_checked_file(bundle_dir, rel, meta, listed_in, fix):
+    """The bytes of bundle file `rel` (a '/'-separated name inside the bundle), checked against the size and
+    sha256 in `meta` (from manifest.json or engine.json, named by listed_in)."""
+    parts = rel.split("/")
+    fs_path = os.path.join(bundle_dir, *parts)
+    if os.path.isabs(rel) or ".." in parts or not os.path.isfile(fs_path):
+        raise RuntimeUserError("%s lists %s, which is missing from %s; %s" % (listed_in, rel, bundle_dir, fix))
+    with open(fs_path, "rb") as f:
+        data = f.read()
+    if len(data) != meta.get("size") or sha256_bytes(data) != meta.get("sha256"):
+        raise RuntimeUserError("%s does not match %s (size or sha256); %s" % (rel, listed_in, fix))
+    return data
+
+
+def read_engine_plans(bundle_dir, record, fix):
+    """{plan relpath: bytes} of record["engines"], each checked against engine.json (read once)."""
+    return {rel: read_checked_file(bundle_dir, rel, record["files"][rel], ENGINE_RECORD, fix)
+            for rel in record["engines"]}
+
+
+# ---- profile.json (operating points measured on the board: runtime/profile_schema.py, docs/manager.md)
+# Written by runtime.profiler, read by runtime.manager and the host tools: this section is its only reader
+# and validator. Every failure is one line naming the file and the field; given the manifest of the loaded
+# bundle, a profile measured on another bundle (target, groups, accuracies, engine file) is refused.
+PROFILE_FIX = "measure it again on the board: python -m runtime profile BUNDLE"
+
+
+def read_profile(path, manifest=None):
+    """The profile in a profile.json file, or in the one a bundle directory holds, checked (check_profile)."""
+    from runtime import profile_schema as ps
+    if os.path.isdir(path):
+        path = os.path.join(path, ps.PROFILE_FILE)
+    if not os.path.isfile(path):
+        raise RuntimeUserError("no profile at %s; measure one on the board: python -m runtime profile BUNDLE "
+                               "(on the host: python build.py profile BUNDLE)" % path)
+    try:
+        with open(path) as f:
+            doc = json.load(f)
+    except ValueError as exc:
+        raise RuntimeUserError("%s is not valid JSON (%s); %s" % (path, exc, PROFILE_FIX))
+    return check_profile(doc, path, manifest)
+
+
+def _positive(v):
+    return v is None or 0 < v < float("inf")  # NaN fails both comparisons
+
+
+def check_profile(doc, where="profile", manifest=None):
+    """Raise RuntimeUserError (one line) unless doc is a profile the manager can use; returns doc."""
+    from runtime import profile_schema as ps
+    from runtime.schema import field, require_dict
+
+    def f(d, key, t, prefix="", **kw):
+        return field(d, key, t, where, PROFILE_FIX, prefix=prefix, **kw)
+
+    none = type(None)
+    require_dict(doc, where, PROFILE_FIX)
+    f(doc, "schema", str, check=lambda v: v == ps.SCHEMA, expect=repr(ps.SCHEMA))
+    f(doc, "schema_version", int, check=lambda v: v == ps.SCHEMA_VERSION,
+      expect="%d (the version this runtime writes and reads)" % ps.SCHEMA_VERSION)
+    points = f(doc, "points", [dict], check=len, expect="a non-empty list of operating points")
+    for i, p in enumerate(points):
+        pre = "points[%d]." % i
+        f(p, "id", int, pre)
+        f(p, "level", int, pre, check=lambda v: v >= 1, expect="a level number (1 or more)")
+        for key in ("backend", "pe", "cluster"):
+            f(p, key, (str, none), pre)
+        for key in ("threads", "cpu_freq_khz", "gpu_freq_hz"):
+            f(p, key, (int, none), pre, check=_positive, expect="a positive integer or null")
+        f(p, "accuracy", (float, none), pre, check=lambda v: v is None or 0 <= v <= 1,
+          expect="a fraction in 0..1 or null")
+        lat = f(p, "latency_ms", dict, pre)
+        for key in ("median", "p95"):  # zero would divide by zero in the manager: no call takes no time
+            f(lat, key, float, pre + "latency_ms.", check=_positive, expect="a positive number of milliseconds")
+        for key in ("energy_mj", "power_w"):
+            f(p, key, (float, none), pre, check=_positive, expect="a positive number or null")
+    plat = f(doc, "platform", dict, default={})
+    f(plat, "dvfs_available", bool, "platform.", default=False)
+    for name, c in f(plat, "clusters", dict, "platform.", default={}).items():
+        f(c, "frequencies_khz", ([int], none), "platform.clusters.%s." % name, default=None)
+    f(f(doc, "settings", dict, default={}), "park_other_clusters", bool, "settings.", default=False)
+    energy = f(doc, "energy", dict, default={})
+    f(energy, "available", bool, "energy.", default=False)
+    f(energy, "reason", (str, none), "energy.", default=None)
+    if manifest is not None:
+        _check_profile_identity(doc, where, manifest, set(p["backend"] for p in points))
+    return doc
+
+
+def _check_profile_identity(doc, where, manifest, backends):
+    from runtime import profile_schema as ps
+    from runtime.schema import field
+    ident = field(doc, "bundle", dict, where, PROFILE_FIX)
+    want = ps.bundle_identity(manifest)
+    for key, what in (("target", "target"), ("groups", "number of groups"), ("accuracies", "level accuracies")):
+        got = ident.get(key)
+        if got != want[key]:
+            raise RuntimeUserError("%s was measured on another bundle: its %s is %s, the loaded bundle's is %s; %s"
+                                   % (where, what, got, want[key], PROFILE_FIX))
+    engines = field(ident, "engines", dict, where, PROFILE_FIX, prefix="bundle.")
+    for name in sorted(b for b in backends if b in want["engines"]):
+        if engines.get(name) != want["engines"][name]:
+            raise RuntimeUserError("%s was measured with another %s engine file (sha256 %s, the loaded bundle's is "
+                                   "%s); %s" % (where, name, str(engines.get(name))[:12],
+                                                str(want["engines"][name])[:12], PROFILE_FIX))

@@ -1,7 +1,8 @@
-"""Profiles: the on-board measurements of a bundle's operating points (docs/manager.md).
+"""Profiles: what a profile.json holds and the arithmetic on it (docs/manager.md). Python 3.6+, numpy.
 
-Written by board_scripts/profile.py (BUNDLE/profile.json), read by runtime.manager.Manager.
-Python 3.6+, standard library only.
+Written by runtime/profiler.py (`python -m runtime profile BUNDLE` -> BUNDLE/profile.json); read and
+validated by runtime.bundle.read_profile / check_profile (the one reader); used by runtime.manager, the
+benchmark and `python build.py profile`.
 
 An operating point is (level, processing element, thread count, CPU frequency, GPU frequency); in the
 file each point also names the engine binding that ran it and the cluster it was pinned to:
@@ -16,42 +17,42 @@ Cost axes: "latency" (latency_ms.median), "latency_p95" (the tail: what a deadli
 Quality: accuracy, ties broken by level (a higher level is the more accurate one by design); a point
 without an accuracy ranks by level alone.
 """
-import json
-import os
-
-from runtime.errors import RuntimeUserError
+import numpy as np
 
 PROFILE_FILE = "profile.json"
 SCHEMA = "dynn-profile"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: the bundle identity ("bundle": target, groups, accuracies, engine sha256) is checked
 MAPPING_FIELDS = ("backend", "pe", "cluster", "threads", "cpu_freq_khz", "gpu_freq_hz")
 COSTS = ("latency", "latency_p95", "energy", "power")
 
-
-def read_profile(path):
-    """A profile dict from a profile.json file or a bundle directory holding one."""
-    if os.path.isdir(path):
-        path = os.path.join(path, PROFILE_FILE)
-    if not os.path.isfile(path):
-        raise RuntimeUserError("no profile at %s; measure one on the board with: python3 board_scripts/profile.py "
-                               "BUNDLE (on the host: python build.py profile BUNDLE)" % path)
-    try:
-        with open(path) as f:
-            prof = json.load(f)
-    except ValueError as exc:
-        raise RuntimeUserError("%s is not valid JSON (%s); measure the profile again" % (path, exc))
-    check_profile(prof, path)
-    return prof
+# ---- the one p95 -------------------------------------------------------------------------------------
+P95_METHOD = "numpy.percentile(values, 95): linear interpolation between the two closest ranks (numpy's default)"
 
 
-def check_profile(prof, where="profile"):
-    if not isinstance(prof, dict) or prof.get("schema") != SCHEMA:
-        raise RuntimeUserError("%s is not a dynn profile (schema %r)" % (where, getattr(prof, "get", dict)("schema")))
-    if int(prof.get("schema_version", 0)) > SCHEMA_VERSION:
-        raise RuntimeUserError("%s has profile schema version %s but this runtime reads up to %d; update the runtime"
-                               % (where, prof.get("schema_version"), SCHEMA_VERSION))
-    if not prof.get("points"):
-        raise RuntimeUserError("%s holds no operating points; measure the profile again" % where)
+def p95(values):
+    """The 95th percentile every number of the project calls p95 (profile, manager budgets, demo, bench)."""
+    return float(np.percentile(np.asarray(values, np.float64), 95))
+
+
+def latency_stats(seconds):
+    """Summary in ms of timed calls (seconds): median, p95 (P95_METHOD), mean, std, min, max, n."""
+    ms = np.asarray(seconds, np.float64) * 1e3
+    return {"median": float(np.median(ms)), "p95": p95(ms), "mean": float(ms.mean()), "std": float(ms.std()),
+            "min": float(ms.min()), "max": float(ms.max()), "n": int(len(ms))}
+
+
+# ---- which bundle a profile belongs to ---------------------------------------------------------------
+def bundle_identity(manifest):
+    """What makes a profile this bundle's: target, groups, level accuracies, sha256 of each engine's file.
+
+    TensorRT builds its plan on the device from the listed ONNX file: that file's sha256 stands for it."""
+    files = manifest.get("files") or {}
+    engines = {}
+    for name, eng in sorted((manifest.get("engines") or {}).items()):
+        rel = (eng or {}).get("file") or (eng or {}).get("onnx")
+        engines[name] = (files.get(rel) or {}).get("sha256") if rel else None
+    return {"target": manifest["target"]["name"], "groups": manifest["model"]["groups"],
+            "accuracies": [lv.get("test_accuracy") for lv in manifest["levels"]], "engines": engines}
 
 
 # ---- per-point values --------------------------------------------------------------------------------
@@ -93,35 +94,33 @@ def label(point, level=True):
     return " ".join(parts)
 
 
-# ---- fronts and ranges -------------------------------------------------------------------------------
-def pareto_front(points, axis):
-    """Points that no other point beats on both quality and `axis` cost (ties: the cheaper one).
+# ---- the one Pareto front ----------------------------------------------------------------------------
+def pareto_front(items, costs, quality_of):
+    """The items no other item beats: THE front of the project (benchmark, profile summary, manager).
 
-    Returned cheapest first; along the list cost rises and quality strictly rises."""
-    valid = [p for p in points if cost(p, axis) is not None]
-    valid.sort(key=lambda p: (cost(p, axis), tuple(-q for q in quality(p))))
-    front, best = [], None
-    for p in valid:
-        q = quality(p)
-        if best is None or q > best:
-            front.append(p)
-            best = q
-    return front
-
-
-def pareto_set(points, axes):
-    """Points not dominated on quality and all `axes` together (for budgets on several axes)."""
-    pts = [p for p in points if all(cost(p, a) is not None for a in axes)]
-
-    def dominates(a, b):
-        ca, cb = [cost(a, x) for x in axes], [cost(b, x) for x in axes]
-        qa, qb = quality(a), quality(b)
-        ge = qa >= qb and all(x <= y for x, y in zip(ca, cb))
-        return ge and (qa > qb or any(x < y for x, y in zip(ca, cb)))
-
-    return [p for p in pts if not any(dominates(o, p) for o in pts if o is not p)]
+    costs(item) -> tuple of costs (lower is better), quality_of(item) -> comparable (higher is better).
+    Tie rule: an item is dropped when an item already kept is at least as cheap on every cost and at least
+    as good; so of items equal in everything the first in input order stays, and along the result (sorted
+    by costs, cheapest first) quality strictly rises for a single cost. Kept items suffice as witnesses:
+    whatever dominates an item sorts before it, and is itself kept or dominated by a kept one."""
+    order = sorted(items, key=quality_of, reverse=True)  # stable: equal items keep their input order
+    order.sort(key=costs)
+    kept = []
+    for it in order:
+        c, q = costs(it), quality_of(it)
+        if not any(kq >= q and all(a <= b for a, b in zip(kc, c)) for kc, kq, _ in kept):
+            kept.append((c, q, it))
+    return [it for _, _, it in kept]
 
 
+def front(points, axes):
+    """Profile points on the front of quality against the cost axes (one or several), cheapest first."""
+    axes = (axes,) if isinstance(axes, str) else tuple(axes)
+    valid = [p for p in points if all(cost(p, a) is not None for a in axes)]
+    return pareto_front(valid, lambda p: tuple(cost(p, a) for a in axes), quality)
+
+
+# ---- ranges and the summary --------------------------------------------------------------------------
 def value_range(points, axis):
     """{"min", "max", "ratio", "min_point", "max_point"} of one cost over `points`, or None."""
     vals = [(cost(p, axis), p.get("id")) for p in points if cost(p, axis) is not None]
@@ -143,10 +142,10 @@ def reference_mapping(points):
 
 def summarize(points):
     """The derived part of a profile: fronts (ids, cheapest first) and dynamic ranges."""
-    fronts = dict((a, [p["id"] for p in pareto_front(points, a)]) for a in ("latency", "latency_p95", "energy"))
+    fronts = dict((a, [p["id"] for p in front(points, a)]) for a in ("latency", "latency_p95", "energy"))
     ref = reference_mapping(points)
     level_pts = [p for p in points if mapping(p) == ref]
-    front_pts = dict((a, pareto_front(points, a)) for a in ("latency", "energy"))
+    front_pts = dict((a, front(points, a)) for a in ("latency", "energy"))
     dyn = {
         "points": {"latency_ms": value_range(points, "latency"), "energy_mj": value_range(points, "energy")},
         "front": {"latency_ms": value_range(front_pts["latency"], "latency"),
