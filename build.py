@@ -16,6 +16,8 @@ DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
 
 
 def cmd_train(args):
+    from compile.validate import check_recipe
+    check_recipe(vars(args))  # every numeric flag, before torch is imported or anything is written
     from compile.data import load_dataset
     from compile.train import Trainer, default_config
     cfg = default_config(scheme=args.scheme, arch=args.arch, groups=args.groups, epochs=args.epochs,
@@ -61,10 +63,17 @@ def cmd_list_targets(args):
 
 def cmd_build(args):
     import shutil
+    from compile.targets import get_target
+    from compile.validate import check_replaceable, parse_batch_sizes
+    # refused here in a fraction of a second, before the compiler (and torch) is imported; build_bundle
+    # checks the same again for its other callers
+    batch = parse_batch_sizes(args.batch_sizes)
+    target = get_target(args.target)
+    out = os.path.abspath(args.out or os.path.join("artifacts", target["name"]))
+    check_replaceable(out)
     from compile.bundle import build_bundle
-    batch = [int(b) for b in args.batch_sizes.split(",")] if args.batch_sizes else None
     print("building %s from %s" % (args.target, args.checkpoint))
-    out, man = build_bundle(args.checkpoint, args.target, args.out, args.data, batch)
+    out, man = build_bundle(args.checkpoint, args.target, out, args.data, batch)
     total = sum(f["size"] for f in man["files"].values())
     print("wrote %s: %d files, %.2f MB, %d levels (%s)" % (
         out, len(man["files"]), total / 1e6, len(man["levels"]),
@@ -77,10 +86,10 @@ def cmd_build(args):
             have_trt = False
         if have_trt and shutil.which("nvidia-smi"):
             import subprocess
-            return subprocess.call([sys.executable, os.path.join(ROOT, "board_scripts", "trt_build.py"), out])
+            return subprocess.call([sys.executable, "-m", "runtime", "trt-build", out], cwd=ROOT)
         print("TensorRT engine: built on the device (engines are tied to the GPU and TensorRT version): "
-              "board_scripts/deploy.sh copies this bundle to the Nano and runs "
-              "python3 board_scripts/trt_build.py %s there" % os.path.basename(out))
+              "python board_scripts/deploy.py --host NANO %s copies this bundle to the Nano and runs "
+              "python3 -m runtime trt-build there" % os.path.relpath(out))
     return 0
 
 
@@ -90,10 +99,16 @@ def _lazy(module):
     return run
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the project's one-line errors (argparse prints usage lines first); exit 2 = usage."""
+
+    def error(self, message):
+        self.exit(2, "error: %s; see python %s --help\n" % (message, self.prog))
+
+
 def build_parser(argv=()):
-    p = argparse.ArgumentParser(prog="build.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+    p = _Parser(prog="build.py", description=__doc__.split("\n\n")[0],
+                formatter_class=argparse.RawDescriptionHelpFormatter, epilog="\n".join(__doc__.split("\n")[1:]))
     p.add_argument("--target", help="compile a bundle for this target (see --list-targets)")
     p.add_argument("--list-targets", action="store_true", help="list the targets this build knows and exit")
     p.add_argument("--checkpoint", default=DEFAULT_CKPT, help="checkpoint to compile (default %(default)s)")

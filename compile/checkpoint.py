@@ -4,29 +4,20 @@ The JSON sidecar rebuilds the model (architecture, groups, classes, input normal
 how it was made and how well each level does, so the compiler needs nothing but these two files.
 It also holds the sha256 of the tensor file, which catches a truncated, corrupt or swapped pair.
 """
-import hashlib
 import json
 import os
-import tempfile
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
+from compile.arch import spec_of, widths_of
 from compile.errors import UserError
 from compile.model import build_model
+from compile.validate import SCHEMES, check_sidecar, check_tensor_header  # noqa: F401 - SCHEMES re-exported
+from runtime.bundle import atomic_write_bytes, sha256_file  # the project's one writer and checksum
 
 FORMAT = "dynn-checkpoint"
 FORMAT_VERSION = 1
-SCHEMES = ("grouped", "dense", "static")
-
-
-def sha256_file(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def sidecar_path(path):
@@ -49,34 +40,10 @@ def umask_mode(base=0o666):
     return base & ~mask
 
 
-def atomic_write_bytes(path, data):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, umask_mode())  # mkstemp makes 0600 files; artifacts are for everyone to read
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_save_tensors(tensors, path, metadata=None):
-    d = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=d, prefix=".tmp-", suffix=".safetensors")
-    os.close(fd)
-    try:
-        save_file({k: v.detach().contiguous() for k, v in tensors.items()}, tmp, metadata=metadata)
-        os.chmod(tmp, umask_mode())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    # serialised in memory (checkpoints are a few MB) so that the one atomic writer writes it
+    data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata)
+    atomic_write_bytes(path, data, umask_mode())  # artifacts are for everyone to read, as open() would make
 
 
 def save_checkpoint(model, meta, path):
@@ -86,7 +53,7 @@ def save_checkpoint(model, meta, path):
     atomic_save_tensors(model.state_dict(), path, metadata={"format": FORMAT})
     meta = dict(meta, format=FORMAT, format_version=FORMAT_VERSION,
                 tensors={"file": os.path.basename(path), "sha256": sha256_file(path)})
-    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode())
+    atomic_write_bytes(sidecar_path(path), (json.dumps(meta, indent=2) + "\n").encode(), umask_mode())
     return path
 
 
@@ -106,12 +73,7 @@ def read_meta(path):
     if meta.get("format_version") != FORMAT_VERSION:
         raise UserError("%s has checkpoint format version %r; this build reads version %d"
                         % (side, meta.get("format_version"), FORMAT_VERSION))
-    for key in ("scheme", "arch", "groups", "num_classes", "input", "levels"):
-        if key not in meta:
-            raise UserError("%s lacks %r; it is not a complete grouped-model checkpoint" % (side, key))
-    if meta["scheme"] not in SCHEMES:
-        raise UserError("%s: unknown scheme %r (expected one of %s)" % (side, meta["scheme"], ", ".join(SCHEMES)))
-    return meta
+    return check_sidecar(meta, side)
 
 
 def load_checkpoint(path, verify=True):
@@ -126,22 +88,16 @@ def load_checkpoint(path, verify=True):
         if digest != meta.get("tensors", {}).get("sha256"):
             raise UserError("%s does not match its sidecar %s (sha256 differs): the file is corrupt, "
                             "truncated or from another checkpoint" % (path, os.path.basename(sidecar_path(path))))
+    def make():  # the spec, widths and level weights the sidecar records (compile/arch, docs/architectures.md)
+        return build_model(meta["scheme"], spec_of(meta), int(meta["groups"]), int(meta["num_classes"]),
+                           int(meta["input"]["size"]), int(meta["input"]["channels"]), widths_of(meta),
+                           meta.get("level_weights"))
+    check_tensor_header(path, meta, make)  # names and shapes before any tensor is read or model built
     try:
         tensors = load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise UserError("%s is not a readable safetensors file (%s)" % (path, str(exc).splitlines()[0]))
-    model = build_model(meta["scheme"], meta["arch"], int(meta["groups"]), int(meta["num_classes"]),
-                        int(meta["input"]["size"]), int(meta["input"]["channels"]))
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(tensors))
-    extra = sorted(set(tensors) - set(expected))
-    if missing or extra:
-        raise UserError("%s does not fit the model its sidecar describes (%s groups of %s): missing %s, unexpected %s"
-                        % (path, meta["groups"], meta["arch"], missing[:3], extra[:3]))
-    for k, v in expected.items():
-        if tuple(v.shape) != tuple(tensors[k].shape):
-            raise UserError("%s: tensor %s has shape %s, the model needs %s"
-                            % (path, k, tuple(tensors[k].shape), tuple(v.shape)))
+    model = make()
     model.load_state_dict(tensors)
     model.eval()
     return model, meta

@@ -75,7 +75,7 @@ def _load_image(path, size):
             if im.size != (size, size):
                 im = im.resize((size, size), Image.BILINEAR)
             return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:  # a bomb: far more pixels than PIL's safety limit
         raise UserError("cannot read image %s (%s); remove it or replace it" % (path, exc))
 
 

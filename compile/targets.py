@@ -3,10 +3,9 @@ import json
 import os
 
 from compile.errors import UserError
+from compile.validate import check_target
 
 TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
-ENGINES = ("tflite", "tensorrt")
-REQUIRED = ("name", "description", "engine", "emit", "precision", "batch_sizes")
 
 
 def _read(path):
@@ -15,14 +14,7 @@ def _read(path):
             t = json.load(f)
     except (OSError, ValueError) as exc:
         raise UserError("target file %s is unreadable (%s)" % (path, exc))
-    missing = [k for k in REQUIRED if k not in t]
-    if missing:
-        raise UserError("target file %s lacks %s" % (path, ", ".join(missing)))
-    if t["engine"] not in ENGINES:
-        raise UserError("target file %s: engine %r is not one of %s" % (path, t["engine"], ", ".join(ENGINES)))
-    if not t["batch_sizes"] or 1 not in t["batch_sizes"]:
-        raise UserError("target file %s: batch_sizes must include 1" % path)
-    return t
+    return check_target(t, path)  # every field it uses, one line naming file and field
 
 
 def list_targets():
