@@ -1,207 +1,106 @@
-#!/usr/bin/env python3
-"""Build the TensorRT engine(s) of a nano-gpu bundle, on the device that will run them.
-
-  python3 board_scripts/trt_build.py BUNDLE [--mode if|per-group] [--precision fp16|fp32] [--workspace-mb N]
+"""python -m runtime trt-build BUNDLE: build a nano-gpu bundle's TensorRT engine(s) on the device that runs them.
 
 Modes:
-  if         (default) one engine, BUNDLE/model.plan, from model.onnx: every level behind ONNX `If`s,
-             inputs `input` [N,C,H,W] (N = 1..max batch) and `level` int32 [1].
-  per-group  one engine per group, BUNDLE/groups/group{g}.plan, from groups/group{g}.onnx; the runtime runs
-             groups 1..k and sums. The fallback when trt_selftest.py shows the `If` ladder is flat.
-
-Writes BUNDLE/engine.json (TensorRT version, GPU, mode, files with sha256). Nothing is replaced unless every
-engine built. Needs only TensorRT's Python bindings (JetPack: python3-libnvinfer) and the standard library;
-runs on Python 3.6 with TensorRT 8.2 (Jetson Nano, JetPack 4.6.1) and on TensorRT 10.
-Expected failures print one line and exit 1.
+  per-group  (default) one engine per group, BUNDLE/groups/group{g}.plan, from groups/group{g}.onnx; the
+             runtime runs groups 1..k and adds them up, so lower levels skip work for certain.
+  if         one engine, BUNDLE/model.plan, from model.onnx: every level behind ONNX `If`s. Public reports say
+             TensorRT may compute untaken branches anyway (boards.md 6: TensorRT #4059 on 8.2, #4402 on
+             10.7), so keep it only where `python -m runtime trt-selftest BUNDLE --mode if` shows it faster.
+             Needs TensorRT 8.2+; if its build fails, per-group engines are built instead (engine.json
+             `fallback` says why).
+Each engine gets one optimisation profile per carried batch size (plus batch 1), recorded in engine.json.
+Nothing is replaced unless every engine built; the old mode's engines go after a successful rebuild.
 """
 import argparse
-import datetime
-import hashlib
-import json
 import os
 import shutil
 import sys
 import tempfile
 import time
 
-RECORD = "engine.json"
-RECORD_SCHEMA, RECORD_SCHEMA_VERSION = "dynn-trt-engine", 1
-BUNDLE_SCHEMA, BUNDLE_SCHEMA_VERSION = "dynn-bundle", 1
-MODES = ("if", "per-group")
+from runtime.bundle import (ENGINE_RECORD, atomic_write_json, engine_record, read_checked_file, read_manifest,
+                            sha256_bytes)
+from runtime.cli import utc_now
+from runtime.trt import MODES, ParseError, TensorRTError
+from runtime.trt.cuda import gpu_name
+from runtime.trt.version import api_major, import_tensorrt, require_if_support
+
 PRECISIONS = ("fp16", "fp32")
 TMP_PREFIX = ".trt-build-"
 
 
-class BuildError(Exception):
-    """Expected failure: the message says what went wrong and what to do."""
+# ---------------------------------------------------------------- TensorRT 8 / 10 builder calls (boards.md 4.1)
 
-
-class ParseError(BuildError):
-    """The ONNX parser refused a file; `lines` holds the parser's own messages."""
-
-    def __init__(self, source, lines):
-        BuildError.__init__(self, "TensorRT's ONNX parser rejected %s (%d error%s above)"
-                            % (source, len(lines), "" if len(lines) == 1 else "s"))
-        self.source, self.lines = source, lines
-
-
-# ---------------------------------------------------------------- TensorRT version differences
-
-def import_tensorrt():
-    try:
-        import tensorrt
-    except ImportError as e:
-        raise BuildError("the TensorRT Python package `tensorrt` is not importable (%s): on a Jetson install "
-                         "JetPack's python3-libnvinfer (sudo apt-get install python3-libnvinfer) and run this "
-                         "with the system python3 (3.6 on JetPack 4.6); elsewhere `pip install tensorrt`" % e)
-    return tensorrt
-
-
-def trt_major(trt):
-    try:
-        return int(str(trt.__version__).split(".")[0])
-    except ValueError:
-        raise BuildError("cannot read the TensorRT version %r" % (trt.__version__,))
-
-
-def create_network_trt8(trt, builder):
-    """TensorRT 8: the ONNX parser needs an explicit-batch network, asked for with a flag."""
+def _network_trt8(trt, builder):
     return builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH))
 
 
-def create_network_trt10(trt, builder):
-    """TensorRT 10: every network is explicit-batch; the flag is deprecated."""
-    return builder.create_network(0)
+def _network_trt10(trt, builder):
+    return builder.create_network(0)  # every network is explicit-batch; the flag is deprecated
 
 
-def set_workspace_trt8(trt, config, nbytes):
-    """TensorRT 8.2: max_workspace_size (set_memory_pool_limit only arrives in 8.4)."""
-    config.max_workspace_size = nbytes
+def _workspace_trt8(trt, config, nbytes):
+    config.max_workspace_size = nbytes  # set_memory_pool_limit only arrives in 8.4
 
 
-def set_workspace_trt10(trt, config, nbytes):
-    """TensorRT 10: max_workspace_size is gone; the workspace is a memory pool."""
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)
+def _workspace_trt10(trt, config, nbytes):
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, nbytes)  # max_workspace_size is gone
 
 
-def version_api(trt):
-    """(create_network, set_workspace) for the installed TensorRT."""
-    major = trt_major(trt)
-    if major < 8:
-        raise BuildError("TensorRT %s is too old: this builder supports 8.2 (JetPack 4.6.1) and 10.x"
-                         % trt.__version__)
-    if major < 10:
-        return create_network_trt8, set_workspace_trt8
-    return create_network_trt10, set_workspace_trt10
+BUILDER_API = {8: (_network_trt8, _workspace_trt8), 10: (_network_trt10, _workspace_trt10)}
 
 
-def _import_cudart():
-    try:
-        from cuda.bindings import runtime as cudart
-    except ImportError:
-        from cuda import cudart
-    return cudart
+# ---------------------------------------------------------------- what the manifest asks for
+
+RECOMPILE = "compile the bundle for nano-gpu on the host (python build.py --target nano-gpu) and copy it again"
 
 
-def gpu_name():
-    """The CUDA device name through pycuda or cuda-python, or None when neither can tell."""
-    try:
-        import pycuda.driver as cuda
-        cuda.init()
-        return str(cuda.Device(0).name())
-    except Exception:  # optional information: any failure just means "unknown"
-        pass
-    try:
-        cudart = _import_cudart()
-        err, prop = cudart.cudaGetDeviceProperties(0)
-        if err == cudart.cudaError_t.cudaSuccess:
-            name = prop.name
-            if isinstance(name, bytes):
-                name = name.split(b"\0")[0].decode("utf-8", "replace")
-            return str(name)
-    except Exception:
-        pass
-    return None
-
-
-# ---------------------------------------------------------------- the bundle
-
-def _fs_path(bundle, rel):
-    """Path of a bundle-relative name (always '/'-separated), refusing names that leave the bundle."""
-    if os.path.isabs(rel) or os.path.normpath(rel).split(os.sep)[0] == "..":
-        raise BuildError("manifest.json names a file outside the bundle: %r" % rel)
-    return os.path.join(bundle, *rel.split("/"))
-
-
-def _sha256(data):
-    return hashlib.sha256(data).hexdigest()
-
-
-def load_manifest(bundle):
-    path = os.path.join(bundle, "manifest.json")
-    if not os.path.isfile(path):
-        raise BuildError("%s is not a bundle: it has no manifest.json" % bundle)
-    try:
-        with open(path) as f:
-            manifest = json.load(f)
-    except ValueError as e:
-        raise BuildError("%s is not valid JSON (%s): copy the bundle again" % (path, e))
-    if manifest.get("schema") != BUNDLE_SCHEMA:
-        raise BuildError("%s is not a dynn bundle manifest (schema %r)" % (path, manifest.get("schema")))
-    if int(manifest.get("schema_version", 0)) > BUNDLE_SCHEMA_VERSION:
-        raise BuildError("bundle schema_version %s is newer than this builder understands (%d): update "
-                         "board_scripts/" % (manifest.get("schema_version"), BUNDLE_SCHEMA_VERSION))
-    if not manifest.get("engines", {}).get("tensorrt"):
-        raise BuildError("bundle %s (target %s) has no TensorRT entry: compile it for nano-gpu on the host"
-                         % (bundle, manifest.get("target", {}).get("name")))
-    return manifest
-
-
-def read_verified(bundle, manifest, rel):
-    """The bytes of bundle file `rel`, after checking them against manifest.json's size and sha256."""
-    entry = manifest.get("files", {}).get(rel)
-    if entry is None:
-        raise BuildError("%s is not listed in manifest.json `files`: the bundle is incomplete" % rel)
-    path = _fs_path(bundle, rel)
-    if not os.path.isfile(path):
-        raise BuildError("%s is missing from %s: copy the bundle again" % (rel, bundle))
-    with open(path, "rb") as f:
-        data = f.read()
-    if len(data) != entry.get("size") or _sha256(data) != entry.get("sha256"):
-        raise BuildError("%s does not match manifest.json (size or sha256): the bundle is damaged or was "
-                         "edited; copy it again" % rel)
-    return data
-
-
-def engine_jobs(manifest, mode):
+def engine_jobs(manifest, mode, bundle):
     """[(onnx relpath, plan relpath)] in group order."""
     spec = manifest["engines"]["tensorrt"]
     if mode == "if":
         return [(spec.get("onnx", "model.onnx"), spec.get("plan", "model.plan"))]
     groups = spec.get("group_onnx") or []
     if not groups:
-        raise BuildError("manifest.json lists no per-group ONNX files (engines.tensorrt.group_onnx): "
-                         "--mode per-group needs a bundle compiled for nano-gpu")
+        raise TensorRTError("manifest.json of %s lists no per-group ONNX files (engines.tensorrt.group_onnx); %s"
+                            % (bundle, RECOMPILE))
     return [(rel, os.path.splitext(rel)[0] + ".plan") for rel in groups]
 
 
-class Shapes(object):
-    """What the optimisation profile needs, read from the manifest."""
+def batch_profiles(batch_sizes):
+    """One (min, opt, max) batch range per carried size, plus batch 1 (most board use): each size is the
+    profile's opt and max, and its range starts right above the previous size."""
+    sizes = sorted(set([1] + [int(b) for b in batch_sizes]))
+    return [(prev + 1, b, b) for prev, b in zip([0] + sizes[:-1], sizes)]
 
-    def __init__(self, manifest):
+
+class Shapes(object):
+    """What the optimisation profiles need, read from the manifest."""
+
+    def __init__(self, manifest, bundle):
         spec = manifest["engines"]["tensorrt"]
         self.input_name = manifest["input"]["name"]
         self.sample = tuple(int(d) for d in manifest["input"]["shape"][1:])
         self.level_name = manifest.get("engines", {}).get("onnx", {}).get("level_input", "level")
-        self.batch_max = max(int(b) for b in (spec.get("batch_sizes") or [1]))
-        if self.batch_max < 1:
-            raise BuildError("engines.tensorrt.batch_sizes must hold positive batch sizes")
+        sizes = spec.get("batch_sizes") or [1]
+        if any(int(b) < 1 for b in sizes):
+            raise TensorRTError("engines.tensorrt.batch_sizes of %s must be positive, got %s; %s"
+                                % (bundle, sizes, RECOMPILE))
+        self.profiles = batch_profiles(sizes)
+
+
+def load_manifest(bundle):
+    manifest = read_manifest(bundle)
+    if not manifest.get("engines", {}).get("tensorrt"):
+        raise TensorRTError("bundle %s (target %s) has no TensorRT entry; %s"
+                            % (bundle, manifest.get("target", {}).get("name"), RECOMPILE))
+    return manifest
 
 
 # ---------------------------------------------------------------- building
 
 def build_engine(trt, api, logger, onnx_bytes, source, shapes, precision, workspace_bytes, with_level):
-    """Serialized engine (an IHostMemory) of one ONNX file."""
+    """Serialized engine (an IHostMemory) of one ONNX file, one optimisation profile per batch range."""
     create_network, set_workspace = api
     builder = trt.Builder(logger)
     network = create_network(trt, builder)
@@ -217,160 +116,151 @@ def build_engine(trt, api, logger, onnx_bytes, source, shapes, precision, worksp
     elif hasattr(trt.BuilderFlag, "TF32"):
         config.clear_flag(trt.BuilderFlag.TF32)  # fp32 means fp32 on Ampere and later too
 
-    profile = builder.create_optimization_profile()
-    full = (shapes.batch_max,) + shapes.sample
-    seen = set()
-    for i in range(network.num_inputs):
-        name = network.get_input(i).name
-        seen.add(name)
-        if name == shapes.input_name:
-            profile.set_shape(name, (1,) + shapes.sample, full, full)
-        elif with_level and name == shapes.level_name:
-            profile.set_shape(name, (1,), (1,), (1,))
-        else:
-            raise BuildError("%s has an unexpected input %r" % (source, name))
-    wanted = {shapes.input_name, shapes.level_name} if with_level else {shapes.input_name}
-    if seen != wanted:
-        raise BuildError("%s has inputs %s, expected %s" % (source, sorted(seen), sorted(wanted)))
-    config.add_optimization_profile(profile)
+    names = sorted(network.get_input(i).name for i in range(network.num_inputs))
+    wanted = sorted([shapes.input_name] + ([shapes.level_name] if with_level else []))
+    if names != wanted:
+        raise TensorRTError("%s has inputs %s, expected %s; %s" % (source, names, wanted, RECOMPILE))
+    for lo, opt, hi in shapes.profiles:
+        profile = builder.create_optimization_profile()
+        profile.set_shape(shapes.input_name, (lo,) + shapes.sample, (opt,) + shapes.sample, (hi,) + shapes.sample)
+        if with_level:
+            profile.set_shape(shapes.level_name, (1,), (1,), (1,))
+        config.add_optimization_profile(profile)
 
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise BuildError("TensorRT could not build an engine from %s (its messages are above)" % source)
+        raise TensorRTError("TensorRT could not build an engine from %s (its messages are above)" % source)
     return plan
 
 
-def _write(path, data):
-    d = os.path.dirname(path)
-    if not os.path.isdir(d):
-        os.makedirs(d)
-    with open(path, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
+def _build_mode(trt, sources, shapes, precision, workspace_mb, mode, tmp, log):
+    """Build every engine of one mode into tmp; returns {plan relpath: {size, sha256}} in group order."""
+    api = BUILDER_API[api_major(trt)]
+    logger = trt.Logger(trt.Logger.WARNING)
+    files = {}
+    for onnx_rel, plan_rel, onnx_bytes in sources:
+        log("building %s from %s: %s, batch profiles %s, TensorRT %s"
+            % (plan_rel, onnx_rel, precision, " ".join("%d-%d" % (p[0], p[2]) for p in shapes.profiles),
+               trt.__version__))
+        plan = build_engine(trt, api, logger, onnx_bytes, onnx_rel, shapes, precision, workspace_mb << 20,
+                            with_level=(mode == "if"))
+        data = bytes(memoryview(plan))
+        dst = os.path.join(tmp, *plan_rel.split("/"))
+        if not os.path.isdir(os.path.dirname(dst)):
+            os.makedirs(os.path.dirname(dst))
+        with open(dst, "wb") as f:  # a private temp dir: made atomic by commit()'s renames
+            f.write(data)
+        files[plan_rel] = {"size": len(data), "sha256": sha256_bytes(data)}
+    return files
 
 
-def _read_record(bundle):
-    try:
-        with open(os.path.join(bundle, RECORD)) as f:
-            return json.load(f)
-    except (OSError, ValueError):
-        return None
+def commit(bundle, tmp, record, stale_plans, log):
+    """Move the new engines from tmp into the bundle, record last.
 
-
-def commit(bundle, tmp, record, log):
-    """Move the new engines and their record from `tmp` into the bundle.
-
-    The old engine.json goes first and the new one lands last, so at any moment the bundle either has no
-    record or a record that matches its engines. Engines of the previous record that the new one does not
-    list (the other mode) are removed afterwards."""
-    old = _read_record(bundle)
-    record_path = os.path.join(bundle, RECORD)
+    The old engine.json goes first and the new one lands last, so at any moment the bundle has either no
+    record or one that matches its engines. Plans of the other mode (stale_plans) go afterwards."""
+    record_path = os.path.join(bundle, ENGINE_RECORD)
     if os.path.exists(record_path):
         os.remove(record_path)
     for rel in record["files"]:
-        dst = _fs_path(bundle, rel)
+        dst = os.path.join(bundle, *rel.split("/"))
         if not os.path.isdir(os.path.dirname(dst)):
             os.makedirs(os.path.dirname(dst))
-        os.replace(_fs_path(tmp, rel), dst)
-    os.replace(os.path.join(tmp, RECORD), record_path)
-    for rel in sorted(set((old or {}).get("files", {})) - set(record["files"])):
-        if rel.endswith(".plan"):
-            try:
-                os.remove(_fs_path(bundle, rel))
-                log("removed %s (engine of the previous %s build)" % (rel, old.get("mode")))
-            except (OSError, BuildError):
-                pass
+        os.replace(os.path.join(tmp, *rel.split("/")), dst)
+    atomic_write_json(record_path, record)
+    for rel in stale_plans:
+        path = os.path.join(bundle, *rel.split("/"))
+        if rel not in record["files"] and os.path.isfile(path):
+            os.remove(path)
+            log("removed %s (engine of the previous build)" % rel)
 
 
-def build(bundle, mode="if", precision=None, workspace_mb=256, log=print):
-    """Build every engine of `mode` into a temp dir inside the bundle, then commit; return the record."""
+def _sources(bundle, manifest, mode):
+    fix = "the bundle is damaged or was edited; copy it again"
+    return [(onnx_rel, plan_rel, read_checked_file(bundle, onnx_rel, manifest["files"].get(onnx_rel, {}),
+                                                   "manifest.json", fix))
+            for onnx_rel, plan_rel in engine_jobs(manifest, mode, bundle)]
+
+
+def build(bundle, mode="per-group", precision=None, workspace_mb=256, log=print):
+    """Build every engine of `mode` into a temp dir inside the bundle, then commit; return the record.
+
+    mode "if" falls back to per-group when TensorRT cannot parse or build the single engine."""
     if mode not in MODES:
-        raise BuildError("unknown mode %r (choose from: %s)" % (mode, ", ".join(MODES)))
+        raise TensorRTError("unknown mode %r (choose from: %s)" % (mode, ", ".join(MODES)))
     manifest = load_manifest(bundle)
     spec = manifest["engines"]["tensorrt"]
     precision = precision or spec.get("precision", "fp16")
     if precision not in PRECISIONS:
-        raise BuildError("unknown precision %r (choose from: %s)" % (precision, ", ".join(PRECISIONS)))
+        raise TensorRTError("unknown precision %r (choose from: %s)" % (precision, ", ".join(PRECISIONS)))
     if workspace_mb < 1:
-        raise BuildError("--workspace-mb must be at least 1")
-    shapes = Shapes(manifest)
-    jobs = engine_jobs(manifest, mode)
-    sources = [(onnx_rel, plan_rel, read_verified(bundle, manifest, onnx_rel)) for onnx_rel, plan_rel in jobs]
-
+        raise TensorRTError("--workspace-mb must be at least 1, got %d" % workspace_mb)
+    shapes = Shapes(manifest, bundle)
+    sources = _sources(bundle, manifest, mode)
     trt = import_tensorrt()
-    api = version_api(trt)
-    logger = trt.Logger(trt.Logger.WARNING)
+    api_major(trt)  # refuses 9, 11+ and unknown versions before any work
+    if mode == "if":
+        require_if_support(trt)
     started = time.time()
     tmp = tempfile.mkdtemp(prefix=TMP_PREFIX, dir=bundle)
+    fallback = None
     try:
-        files, engines = {}, []
-        for onnx_rel, plan_rel, onnx_bytes in sources:
-            log("building %s from %s: %s, batch 1..%d, TensorRT %s"
-                % (plan_rel, onnx_rel, precision, shapes.batch_max, trt.__version__))
-            plan = build_engine(trt, api, logger, onnx_bytes, onnx_rel, shapes, precision,
-                                workspace_mb << 20, with_level=(mode == "if"))
-            data = bytes(memoryview(plan))
-            _write(_fs_path(tmp, plan_rel), data)
-            files[plan_rel] = {"size": len(data), "sha256": _sha256(data)}
-            engines.append(plan_rel)
-        record = {
-            "schema": RECORD_SCHEMA, "schema_version": RECORD_SCHEMA_VERSION,
-            "mode": mode, "precision": precision,
-            "tensorrt_version": str(trt.__version__), "gpu": gpu_name(),
-            "batch_max": shapes.batch_max, "workspace_mb": workspace_mb,
-            "engines": engines,
-            "files": files,
-            "sources": {rel: manifest["files"][rel]["sha256"] for rel, _ in jobs},
-            "built": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "build_seconds": round(time.time() - started, 1),
-        }
-        _write(os.path.join(tmp, RECORD), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
-        commit(bundle, tmp, record, log)
+        try:
+            files = _build_mode(trt, sources, shapes, precision, workspace_mb, mode, tmp, log)
+        except TensorRTError as e:
+            if mode != "if":
+                raise
+            for line in getattr(e, "lines", []):
+                log("%s: %s" % (e.source, line))
+            fallback = "the if build failed (%s); built per-group engines instead" % e
+            log(fallback)
+            mode, sources = "per-group", _sources(bundle, manifest, "per-group")
+            files = _build_mode(trt, sources, shapes, precision, workspace_mb, mode, tmp, log)
+        record = engine_record(
+            mode, precision, str(trt.__version__), gpu_name(), shapes.profiles, workspace_mb, files,
+            {rel: manifest["files"][rel]["sha256"] for rel, _, _ in sources}, utc_now(),
+            round(time.time() - started, 1), fallback)
+        other = [plan for m in MODES for _, plan in _jobs_or_none(manifest, m, bundle)]
+        commit(bundle, tmp, record, other, log)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return record
 
 
-def build_parser():
-    p = argparse.ArgumentParser(prog="trt_build.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
+def _jobs_or_none(manifest, mode, bundle):
+    try:
+        return engine_jobs(manifest, mode, bundle)
+    except TensorRTError:
+        return []
+
+
+# ---------------------------------------------------------------- python -m runtime trt-build
+
+def add_arguments(p):
+    p.description = __doc__.split("\n\n")[0].split(": ", 1)[1]
+    p.epilog, p.formatter_class = __doc__.split("\n\n", 1)[1], argparse.RawDescriptionHelpFormatter
     p.add_argument("bundle", metavar="BUNDLE", help="bundle directory compiled for nano-gpu")
-    p.add_argument("--mode", choices=MODES, default="if",
-                   help="if: one engine with every level (default); per-group: one engine per group")
+    p.add_argument("--mode", choices=MODES, default="per-group",
+                   help="per-group: one engine per group (default); if: one engine with every level, kept only "
+                        "if trt-selftest shows it faster (falls back to per-group when its build fails)")
     p.add_argument("--precision", choices=PRECISIONS, default=None,
                    help="default: the manifest's engines.tensorrt.precision")
     p.add_argument("--workspace-mb", type=int, default=256, metavar="N",
                    help="builder workspace limit in MiB (default 256)")
-    return p
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(args):
     try:
         record = build(args.bundle, args.mode, args.precision, args.workspace_mb)
     except ParseError as e:
         for line in e.lines:
             print("%s: %s" % (e.source, line), file=sys.stderr)
-        print("error: %s" % e, file=sys.stderr)
-        return 1
-    except BuildError as e:
-        print("error: %s" % e, file=sys.stderr)
-        return 1
+        raise
     except OSError as e:
-        print("error: cannot write the engine into %s: %s" % (args.bundle, e), file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted: the bundle was left as it was", file=sys.stderr)
-        return 130
+        raise TensorRTError("cannot write the engine into %s: %s" % (args.bundle, e))
     size = sum(f["size"] for f in record["files"].values())
-    print("wrote %s + %s in %s: %s mode, %s, batch 1..%d, TensorRT %s, GPU %s, %.1f MB, %.0f s" % (
-        ", ".join(record["engines"]), RECORD, args.bundle, record["mode"], record["precision"],
-        record["batch_max"], record["tensorrt_version"], record["gpu"] or "unknown", size / 1e6,
+    print("wrote %s + %s in %s: %s mode, %s, batch profiles %s, TensorRT %s, GPU %s, %.1f MB, %.0f s" % (
+        ", ".join(record["engines"]), ENGINE_RECORD, args.bundle, record["mode"], record["precision"],
+        record["profiles"], record["tensorrt_version"], record["gpu"] or "unknown", size / 1e6,
         record["build_seconds"]))
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
