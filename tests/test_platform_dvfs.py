@@ -21,7 +21,7 @@ def open_platform(root, **kw):
 def minmax_checked(monkeypatch):
     """Every write goes through a check that each min_freq <= its max_freq right after the write."""
     writes = []
-    original = Sysfs.write
+    original = sysfs_mod.raw_write  # the fake kernel
 
     def checked(path, value):
         original(path, value)
@@ -33,7 +33,7 @@ def minmax_checked(monkeypatch):
             hi = int(open(os.path.join(d, prefix + "max_freq")).read())
             assert lo <= hi, "min %d > max %d after writing %s=%s" % (lo, hi, name, value)
 
-    monkeypatch.setattr(Sysfs, "write", staticmethod(checked))
+    monkeypatch.setattr(sysfs_mod, "raw_write", checked)
     return writes
 
 

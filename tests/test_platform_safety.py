@@ -1,12 +1,16 @@
 """Restoring the board: close, exceptions, SIGTERM, SIGKILL + restore_from_state, the lock, the state file."""
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
+import sys
 
 import pytest
 
-from fake_sysfs import NANO_GPU, NANO_POLICY, XU3_A7, XU3_A15, make_nano, make_xu3, read, start_child
+from fake_sysfs import (NANO_GPU, NANO_POLICY, REPO, XU3_A7, XU3_A15, make_nano, make_xu3, read, start_child,
+                        write)
 from runtime.platform import Platform, PlatformError, restore_from_state
 
 
@@ -49,8 +53,9 @@ def test_state_file_records_originals_before_the_first_write(tmp_path):
         assert data["sysfs_root"] == str(tmp_path) and data["pid"] == os.getpid()
         assert dict(data["originals"]) == {NANO_POLICY + "/scaling_min_freq": "102000",
                                            NANO_POLICY + "/scaling_max_freq": "1479000"}
-        assert data["pairs"] == [[NANO_POLICY + "/scaling_min_freq", NANO_POLICY + "/scaling_max_freq"]]
         assert oct(os.stat(str(state)).st_mode & 0o777) == "0o700"
+        assert oct(os.stat(str(state / "state.json")).st_mode & 0o777) == "0o600"
+        assert sorted(os.listdir(str(state))) == ["lock", "state.json"]  # no temporary file left behind
 
 
 def test_exception_inside_with_block_restores(tmp_path):
@@ -94,11 +99,11 @@ def test_sigkill_leaves_state_that_restore_from_state_puts_back(tmp_path):
     child.communicate()
     assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "614400"  # nothing ran on SIGKILL
     assert (state / "state.json").exists()
-    restored = restore_from_state(str(state))
+    restored = restore_from_state(str(state), sysfs_root=str(tmp_path))  # the board is detected there
     assert sorted(os.path.basename(f) for f in restored) == ["scaling_max_freq", "scaling_min_freq"]
     assert nano_values(tmp_path) == before
     assert not (state / "state.json").exists()
-    assert restore_from_state(str(state)) == []  # nothing left to do
+    assert restore_from_state(str(state), sysfs_root=str(tmp_path)) == []  # nothing left to do
 
 
 def test_next_session_recovers_a_killed_session_before_writing(tmp_path):
@@ -124,14 +129,14 @@ def test_second_process_is_stopped_by_the_lock_with_the_holders_pid(tmp_path):
     child = start_child(tmp_path, state, "odroid-xu3", "little", 800000)
     try:
         with Platform.open(sysfs_root=str(tmp_path), state_dir=str(state), signals=False) as p:
-            assert p.cpu_freq("little") == 1400000  # reading is allowed
+            assert p.cpu_freq("little") == 800000  # reading is allowed: the child's clock
             with pytest.raises(PlatformError) as e:
                 p.set_cpu_freq("big", 1000000)
             msg = str(e.value)
             assert "another process (PID %d) is changing the clocks" % child.pid in msg
             assert "lock" in msg
         with pytest.raises(PlatformError, match="PID %d" % child.pid):
-            restore_from_state(str(state))  # the live owner's state is not touched
+            restore_from_state(str(state), sysfs_root=str(tmp_path))  # the live owner's state is not touched
         assert read(tmp_path, XU3_A15 + "/scaling_governor") == "ondemand"
         child.send_signal(signal.SIGTERM)
         child.wait(timeout=10)
@@ -169,14 +174,81 @@ def test_state_dir_writable_by_others_is_refused(tmp_path):
     assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "1479000"
 
 
-def test_restore_from_state_refuses_paths_outside_sys(tmp_path):
-    make_nano(tmp_path)
+def _forged_state(tmp_path, entries, **over):
     state = tmp_path / "state"
     state.mkdir(mode=0o700)
-    (state / "state.json").write_text(json.dumps({
-        "schema": "dynn-platform-state", "version": 1, "sysfs_root": str(tmp_path),
-        "originals": [[NANO_POLICY + "/scaling_max_freq", "1"], ["sys/../etc/passwd", "x"]], "pairs": []}))
-    with pytest.raises(PlatformError, match="names .*etc/passwd, which is outside"):
-        restore_from_state(str(state))
-    assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "1479000"  # nothing written
-    assert not (tmp_path / "etc").exists()
+    doc = {"schema": "dynn-platform-state", "version": 1, "board": "jetson-nano", "sysfs_root": str(tmp_path),
+           "originals": entries}
+    doc.update(over)
+    (state / "state.json").write_text(json.dumps(doc))
+    return str(state)
+
+
+def test_restore_refuses_a_state_file_naming_paths_the_board_does_not_declare(tmp_path):
+    make_nano(tmp_path)
+    online = write(tmp_path, "sys/devices/system/cpu/cpu3/online", "1\n")
+    for forged in (["sys/../etc/passwd", "x"], ["sys/devices/system/cpu/cpu3/online", "0"],
+                   ["proc/sys/kernel/core_pattern", "|/bin/sh"]):
+        state = _forged_state(tmp_path, [[NANO_POLICY + "/scaling_max_freq", "1"], forged])
+        with pytest.raises(PlatformError, match="names .*%s, which is outside what board file 'jetson-nano' "
+                                                "declares writable" % re.escape(os.path.normpath(forged[0]))):
+            restore_from_state(state, sysfs_root=str(tmp_path))
+        assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "1479000"  # nothing written
+        assert open(online).read() == "1\n" and not (tmp_path / "etc").exists()
+        shutil.rmtree(state)
+
+
+def test_restore_never_uses_the_sysfs_root_recorded_in_the_state_file(tmp_path):
+    make_nano(tmp_path)
+    victim = tmp_path / "victim"
+    make_nano(victim)  # another tree the forged file points at: restore must not write there
+    state = _forged_state(tmp_path, [[NANO_POLICY + "/scaling_max_freq", "1"]], sysfs_root=str(victim))
+    with pytest.raises(PlatformError, match="written for board jetson-nano under .*victim, not board jetson-nano "
+                                            "under .*; not restoring anything"):
+        restore_from_state(state, sysfs_root=str(tmp_path))
+    assert read(victim, NANO_POLICY + "/scaling_max_freq") == "1479000"
+    assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "1479000"
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"board": 3}, "state file .*: board must be a string, got 3"),
+    ({"originals": [["a", 1]]}, "originals must be a list of \\[path, value\\] string pairs"),
+    ({"version": 9}, "version must be an integer from 1 to 1, got 9"),
+    ({"schema": "other"}, "schema must be 'dynn-platform-state'"),
+])
+def test_a_malformed_state_file_is_one_line_naming_the_field(tmp_path, change, message):
+    make_nano(tmp_path)
+    state = _forged_state(tmp_path, [], **change)
+    with pytest.raises(PlatformError, match=message) as e:
+        restore_from_state(state, sysfs_root=str(tmp_path))
+    assert "\n" not in str(e.value) and (tmp_path / "state" / "state.json").exists()
+
+
+def test_a_symlink_out_of_sys_is_never_written_or_restored(tmp_path):
+    make_nano(tmp_path)
+    outside = tmp_path / "outside"
+    shutil.copytree(str(tmp_path / NANO_POLICY), str(outside))
+    shutil.rmtree(str(tmp_path / NANO_POLICY))
+    os.symlink(str(outside), str(tmp_path / NANO_POLICY))  # policy0 now leads out of <root>/sys
+    with Platform.open(sysfs_root=str(tmp_path), state_dir=str(tmp_path / "s"), signals=False) as p:
+        with pytest.raises(PlatformError, match="refusing to write .*scaling_min_freq: it resolves to .*outside"):
+            p.set_cpu_freq("big", 921600)
+    assert read(outside, "scaling_min_freq") == "102000" and read(outside, "scaling_max_freq") == "1479000"
+
+
+def test_restore_cli_takes_board_and_root_from_its_arguments(tmp_path):
+    make_nano(tmp_path)
+    before = nano_values(tmp_path)
+    state = tmp_path / "state"
+    child = start_child(tmp_path, state, None, "big", 614400)
+    child.kill()
+    child.communicate()
+    res = subprocess.run([sys.executable, "-m", "runtime", "restore", "--state-dir", str(state), "--board",
+                          "jetson-nano", "--sysfs-root", str(tmp_path)], cwd=REPO, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, universal_newlines=True)
+    assert res.returncode == 0, res.stderr
+    assert "restored %s" % os.path.join(str(tmp_path), NANO_POLICY, "scaling_max_freq") in res.stdout
+    assert nano_values(tmp_path) == before
+    res = subprocess.run([sys.executable, "-m", "runtime", "restore", "--state-dir", str(state), "--board", "pi"],
+                         cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+    assert res.returncode == 0 and "nothing to restore" in res.stdout  # no state file: the board is not needed

@@ -5,9 +5,10 @@ from collections import OrderedDict
 from .board import GENERIC, Board, detect_board, generic_board, list_boards, load_board
 from .dvfs import CpuCluster, Gpu
 from .errors import PlatformError
-from .guard import Guard
+from .guard import STATE_FILE, Guard, default_state_dir
 from .mapping import Affinity
 from .power import PowerMeter
+from .powermode import read_power_mode
 from .sysfs import Sysfs
 
 
@@ -79,8 +80,34 @@ class Platform(object):
                                 % (self.board.name, name, ", ".join(sorted(self._alias))))
         return self._alias[name]
 
+    def online_cpus(self):
+        """CPUs the kernel has online (nvpmodel 5W takes two Nano cores offline); the board's CPUs if unknown."""
+        online = self.sysfs.online_cpus()
+        if online is None:
+            return frozenset(n for c in self._clusters.values() for n in c.cpus)
+        return online
+
+    def cluster_cpus(self, cluster):
+        """The online CPUs of a cluster (name or alias)."""
+        return tuple(n for n in self._clusters[self.cluster(cluster)].cpus if n in self.online_cpus())
+
     def cores(self, cluster):
-        return len(self._clusters[self.cluster(cluster)].cpus)
+        """How many of the cluster's CPUs are online: the most threads worth running there."""
+        return len(self.cluster_cpus(cluster))
+
+    def power_mode(self):
+        """The power mode (nvpmodel id and name where the board has it) and the caps this session keeps to."""
+        mode = read_power_mode(self.board, self.sysfs)
+        caps = OrderedDict()
+        for n, c in self._clusters.items():
+            lo, hi = c.limits()
+            caps[n] = OrderedDict([("min_khz", lo), ("max_khz", hi)])
+        if self._gpu is not None:
+            lo, hi = self._gpu.limits()
+            caps["gpu"] = OrderedDict([("min_hz", lo), ("max_hz", hi)])
+        mode["online_cpus"] = sorted(self.online_cpus())
+        mode["caps"] = caps
+        return mode
 
     def describe(self):
         """Plain dict for logs and profile records."""
@@ -94,8 +121,9 @@ class Platform(object):
             ("gpu", None if not self._gpu else OrderedDict([
                 ("dir", self._gpu.dir), ("frequencies_hz", self._gpu.frequencies()),
                 ("cur_hz", self._gpu.current()), ("reason", self._gpu.reason)])),
+            ("power_mode", self.power_mode()),
             ("power", OrderedDict([("available", self.power.available), ("reason", self.power.reason),
-                                   ("rails", self.power.rail_names), ("total", self.power.total),
+                                   ("kind", self.power.kind), ("rails", self.power.rail_names), ("total", self.power.total),
                                    ("interval_s", self.power.interval_s), ("note", self.power.note)])),
         ])
 
@@ -126,9 +154,14 @@ class Platform(object):
         return self._gpu.current() if self._gpu else None
 
     def pin(self, cluster):
-        """Run this process and its threads on `cluster`'s CPUs only; returns the CPU set."""
+        """Run this process and its threads on `cluster`'s online CPUs only; returns the CPU set."""
         name = self.cluster(cluster)
-        return self._affinity.pin(self._clusters[name].cpus, "cluster %s" % name)
+        cpus = self.cluster_cpus(name)
+        if not cpus:
+            raise PlatformError("cannot pin to cluster %s CPUs %s: none of them is online (online: %s; see "
+                                "sys/devices/system/cpu/online and the power mode)"
+                                % (name, list(self._clusters[name].cpus), sorted(self.online_cpus())))
+        return self._affinity.pin(cpus, "cluster %s" % name)
 
     def unpin(self):
         self._affinity.restore()
@@ -159,3 +192,24 @@ class Platform(object):
     def __repr__(self):
         return "Platform(board=%s, root=%s, dvfs=%s)" % (self.board.name, self.sysfs.root,
                                                          "on" if self.dvfs_available else "off")
+
+
+def restore_from_state(state_dir=None, board=None, sysfs_root="/"):
+    """Put the board back after a process died without restoring (SIGKILL, crash, power cut).
+
+    What may be written is rebuilt from the board file (`board`, else detected under `sysfs_root`) and
+    these arguments, never from the state file: a path it names that the board does not declare
+    writable under `sysfs_root` stops the restore with one line. Returns the files written ([] when
+    there was nothing to do); the state file is kept when something could not be written back.
+    This is what `python -m runtime restore` calls."""
+    state_dir = state_dir or default_state_dir()
+    if not os.path.exists(os.path.join(state_dir, STATE_FILE)):
+        return []
+    with Platform.open(board=board, sysfs_root=sysfs_root, state_dir=state_dir, signals=False) as p:
+        return p._guard.recover()
+
+
+def online_cpus(sysfs_root="/"):
+    """CPUs the kernel has online under `sysfs_root` (else the ones this process may use): bound threads by it."""
+    online = Sysfs(sysfs_root).online_cpus()
+    return online if online is not None else frozenset(os.sched_getaffinity(0))

@@ -2,12 +2,14 @@
 
 Every write of the platform layer goes through `Guard.write`:
 1. the path must be declared (allow-listed from the board file), else PlatformError;
-2. on the first write of a session the guard takes an flock on `<state_dir>/lock` (a second process
-   gets an error naming the holder's PID), restores any state left by a process that was killed, and
-   installs SIGINT/SIGTERM handlers and an atexit hook;
+2. on the first write of a session (`begin`) the guard takes an flock on `<state_dir>/lock` (a second
+   process gets an error naming the holder's PID), restores any state left by a process that was killed,
+   and installs SIGINT/SIGTERM handlers and an atexit hook;
 3. the file's original value is recorded in `<state_dir>/state.json` BEFORE the file is changed;
 4. `restore()` writes the originals back (min/max pairs in an order that keeps min <= max) and removes
-   the state file; `restore_from_state()` does the same from the file after SIGKILL or a crash.
+   the state file; `recover()` does the same from the file after SIGKILL or a crash.
+A state file is never trusted for where to write: each path it names must be one this guard's board
+file declares writable under this guard's own root, and Sysfs.write confines every write to <root>/sys/.
 """
 import atexit
 import errno
@@ -19,8 +21,11 @@ import signal
 import sys
 import tempfile
 import threading
-import time
 from collections import OrderedDict
+
+from runtime.bundle import atomic_write_json
+from runtime.cli import utc_now
+from runtime.schema import field, require_dict
 
 from .errors import PlatformError
 from .sysfs import Sysfs
@@ -126,65 +131,28 @@ class _Lock(object):
                 self.fd = None
 
 
+STATE_FIX = "check the clocks by hand, then delete the file"
+
+
 def _read_state(path):
+    """The state file, validated: one line naming the file and the field on anything unexpected."""
+    where = "state file %s" % path
     try:
         with open(path, "r") as f:
             state = json.load(f)
     except ValueError:
-        raise PlatformError("state file %s is not valid JSON; check the clocks by hand, then delete it" % path)
-    if state.get("schema") != STATE_SCHEMA or state.get("version", 0) > STATE_VERSION:
-        raise PlatformError("%s is not a version-%d %s file; delete it if the clocks are fine"
-                            % (path, STATE_VERSION, STATE_SCHEMA))
+        raise PlatformError("%s is not valid JSON; %s" % (where, STATE_FIX))
+    require_dict(state, where, STATE_FIX, error=PlatformError)
+    for key, t, check, expect in (
+            ("schema", str, lambda v: v == STATE_SCHEMA, repr(STATE_SCHEMA)),
+            ("version", int, lambda v: 1 <= v <= STATE_VERSION, "an integer from 1 to %d" % STATE_VERSION),
+            ("board", str, None, None), ("sysfs_root", str, None, None),
+            ("originals", list, lambda v: all(isinstance(e, list) and len(e) == 2 and
+                                              all(isinstance(x, str) for x in e) for e in v),
+             "a list of [path, value] string pairs")):
+        field(state, key, t, where, STATE_FIX, check=check, expect=expect, error=PlatformError)
+    state["boot_id"] = field(state, "boot_id", (str, type(None)), where, STATE_FIX, default=None, error=PlatformError)
     return state
-
-
-def _restore_state_file(path):
-    """Restore what a state file records, then delete it. Returns the files written."""
-    state = _read_state(path)
-    sysfs = Sysfs(state.get("sysfs_root", "/"))
-    saved_boot = state.get("boot_id")
-    boot = sysfs.try_read(sysfs.path(BOOT_ID))
-    if saved_boot and boot and saved_boot != boot:
-        log.warning("state file %s is from an earlier boot; clocks were reset by the reboot, deleting it", path)
-        os.unlink(path)
-        return []
-    allowed_top = sysfs.path("sys") + os.sep
-    originals = []
-    for rel, value in state.get("originals", []):
-        p = sysfs.path(rel)
-        if not p.startswith(allowed_top):
-            raise PlatformError("state file %s names %s, which is outside %s; not restoring anything"
-                                % (path, p, allowed_top))
-        originals.append((p, value))
-    pairs = {}
-    for lo, hi in state.get("pairs", []):
-        pairs[sysfs.path(lo)] = pairs[sysfs.path(hi)] = (sysfs.path(lo), sysfs.path(hi))
-    errors = _restore_entries(sysfs, originals, pairs)
-    if errors:
-        raise PlatformError("could not restore all clocks from %s: %s" % (path, "; ".join(errors)))
-    os.unlink(path)
-    return [p for p, _ in originals]
-
-
-def restore_from_state(state_dir=None):
-    """Put the board back after a process died without restoring (SIGKILL, crash, power cut).
-
-    Reads `<state_dir>/state.json`, writes every recorded original value back, deletes the file and
-    returns the list of files written ([] when there was nothing to do). Raises PlatformError when a
-    live process holds the lock or a value cannot be written back (the file is then kept).
-    This is what `python -m runtime restore` calls.
-    """
-    state_dir = state_dir or default_state_dir()
-    path = os.path.join(state_dir, STATE_FILE)
-    if not os.path.exists(path):
-        return []
-    _check_dir(state_dir, create=False)
-    lock = _Lock(os.path.join(state_dir, LOCK_FILE))
-    lock.acquire()
-    try:
-        return _restore_state_file(path)
-    finally:
-        lock.release()
 
 
 class Guard(object):
@@ -214,9 +182,6 @@ class Guard(object):
         pair = (os.path.normpath(min_path), os.path.normpath(max_path))
         self._pairs[pair[0]] = self._pairs[pair[1]] = pair
 
-    def is_allowed(self, path):
-        return os.path.normpath(path) in self._allowed
-
     @property
     def changed(self):
         """Files changed so far, with their original values."""
@@ -232,7 +197,7 @@ class Guard(object):
         if path not in self._allowed:
             raise PlatformError("refusing to write %s: it is not declared in board file %r"
                                 % (path, self.board_name))
-        self._activate()
+        self.begin()
         new = path not in self._originals
         if new:
             original = self.sysfs.try_read(path)
@@ -276,8 +241,53 @@ class Guard(object):
         finally:
             self._deactivate()
 
+    # -- after a crash: the state file, checked against this guard's own declarations -------------
+    def recover(self):
+        """Restore what a dead session's state file records (after SIGKILL, a crash, a power cut).
+
+        Returns the files written ([] when there is no state file). Raises PlatformError while a live
+        process holds the lock, or when the file names anything this board does not declare writable."""
+        if not os.path.exists(self.state_path):
+            return []
+        _check_dir(self.state_dir, create=False)
+        lock = _Lock(os.path.join(self.state_dir, LOCK_FILE))
+        lock.acquire()
+        try:
+            return self._restore_saved()
+        finally:
+            lock.release()
+
+    def _restore_saved(self):
+        path = self.state_path
+        state = _read_state(path)
+        boot = self.sysfs.try_read(self.sysfs.path(BOOT_ID))
+        if state["boot_id"] and boot and state["boot_id"] != boot:
+            log.warning("state file %s is from an earlier boot; clocks were reset by the reboot, deleting it", path)
+            os.unlink(path)
+            return []
+        if os.path.abspath(state["sysfs_root"]) != self.sysfs.root or state["board"] != self.board_name:
+            raise PlatformError("state file %s was written for board %s under %s, not board %s under %s; not "
+                                "restoring anything: run `python -m runtime restore --board %s --sysfs-root %s` if "
+                                "that is this machine, else %s" % (path, state["board"], state["sysfs_root"],
+                                                                   self.board_name, self.sysfs.root, state["board"],
+                                                                   state["sysfs_root"], STATE_FIX))
+        originals = []
+        for rel, value in state["originals"]:
+            p = self.sysfs.path(rel)
+            if p not in self._allowed:
+                raise PlatformError("state file %s names %s, which is outside what board file %r declares writable "
+                                    "under %s; not restoring anything (%s)"
+                                    % (path, p, self.board_name, self.sysfs.root, STATE_FIX))
+            originals.append((p, value))
+        errors = _restore_entries(self.sysfs, originals, self._pairs)
+        if errors:
+            raise PlatformError("could not restore all clocks from %s: %s" % (path, "; ".join(errors)))
+        os.unlink(path)
+        return [p for p, _ in originals]
+
     # -- session: lock, stale state, signals, atexit -------------------------------------------
-    def _activate(self):
+    def begin(self):
+        """Start the session before the first change: lock, undo a dead session, signal handlers."""
         if self._active:
             return
         _check_dir(self.state_dir, create=True)
@@ -287,7 +297,7 @@ class Guard(object):
             if os.path.exists(self.state_path):
                 log.warning("restoring clocks left changed by a process that did not exit cleanly (%s)",
                             self.state_path)
-                _restore_state_file(self.state_path)
+                self._restore_saved()
         except Exception:
             lock.release()
             raise
@@ -315,18 +325,10 @@ class Guard(object):
         state = OrderedDict([
             ("schema", STATE_SCHEMA), ("version", STATE_VERSION), ("pid", os.getpid()),
             ("board", self.board_name), ("sysfs_root", self.sysfs.root), ("boot_id", boot),
-            ("created", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())),
+            ("created", utc_now()),
             ("originals", [[self.sysfs.rel(p), v] for p, v in self._originals.items()]),
-            ("pairs", [list(pair) for pair in sorted(set(
-                (self.sysfs.rel(lo), self.sysfs.rel(hi)) for lo, hi in self._pairs.values()
-                if lo in self._originals or hi in self._originals))]),
         ])
-        tmp = self.state_path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(state, f, indent=1)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.state_path)
+        atomic_write_json(self.state_path, state, mode=0o600)
 
     def _remove_state(self):
         try:

@@ -17,10 +17,10 @@ Rail = namedtuple("Rail", ["name", "path", "scale_to_w"])
 Energy = namedtuple("Energy", ["energy_j", "mean_power_w", "duration_s", "samples", "rails_j"])
 
 
-def _parse_period_s(text):
-    """'263808 usec' (INA231 update_period) -> 0.263808."""
+def _parse_period_s(text, scale_s):
+    """'263808 usec' (INA231, scale 1e-6) or '35' (ina2xx update_interval, ms) -> seconds."""
     try:
-        return int(text.split()[0]) / 1e6
+        return int(text.split()[0]) * scale_s
     except (AttributeError, IndexError, ValueError):
         return None
 
@@ -37,6 +37,8 @@ class PowerMeter(object):
         self.sysfs = sysfs
         self.reason = reason if (reason or self.rails) else "no power sensors"
         self.note = note
+        self.kind = None  # which of the board's power specs was found
+        self.unit = "W"  # the unit the kernel files use (read() always returns watts)
         self.result = None
         self._samples = []
         self._thread = None
@@ -50,11 +52,22 @@ class PowerMeter(object):
 
     @classmethod
     def from_board(cls, board, sysfs, guard, interval_s=None):
-        p = board.power
-        if not p:
+        """The first of the board's power specs (kernel variants, in order) whose sensors are found."""
+        if not board.power:
             return cls.unavailable("board %s declares no power sensors; reporting time only" % board.name)
+        reasons = []
+        for spec in board.power:
+            meter = cls._from_spec(spec, sysfs, guard, interval_s)
+            if meter.available:
+                return meter
+            reasons.append("%s: %s" % (spec["kind"], meter.reason))
+        return cls.unavailable("no power sensors found under %s: %s; reporting time only"
+                               % (sysfs.root, " | ".join(reasons)))
+
+    @classmethod
+    def _from_spec(cls, p, sysfs, guard, interval_s):
         rails, missing, enable_paths = [], [], []
-        for s in p.get("sensors", []):
+        for s in p["sensors"]:
             n = s.get("channel")
             fmt = (lambda t, n=n: t.format(n=n)) if n is not None else (lambda t: t)
             cands = s.get("dir_candidates", p.get("dir_candidates", []))
@@ -64,17 +77,16 @@ class PowerMeter(object):
                 continue
             path = os.path.join(d, fmt(p["power_file"]))
             if not os.access(path, os.R_OK):
-                missing.append("%s (%s not readable; run with sudo)" % (s["name"], path))
+                missing.append("%s (%s is not readable: %s)" % (s["name"], path, PERMISSION_FIX))
                 continue
             name = s["name"]
             if p.get("name_from_file", True) and p.get("name_file"):
                 name = sysfs.try_read(os.path.join(d, fmt(p["name_file"]))) or name
-            rails.append(Rail(name, path, float(p.get("scale_to_w", 1.0))))
+            rails.append(Rail(name, path, float(p["scale_to_w"])))
             if p.get("enable_file"):
                 enable_paths.append(os.path.join(d, p["enable_file"]))
         if not rails:
-            return cls.unavailable("no power sensors found under %s: %s; reporting time only"
-                                   % (sysfs.root, "; ".join(missing) or "none declared"))
+            return cls.unavailable("; ".join(missing) or "no sensors declared")
         enable_paths = sorted(set(e for e in enable_paths if os.path.exists(e)))
         guard.allow(*enable_paths)
         disabled = [e for e in enable_paths if sysfs.try_read(e) == "0"]
@@ -85,7 +97,8 @@ class PowerMeter(object):
         period = None
         if p.get("update_period_file"):
             d = os.path.dirname(rails[0].path)
-            period = _parse_period_s(sysfs.try_read(os.path.join(d, p["update_period_file"])))
+            period = _parse_period_s(sysfs.try_read(os.path.join(d, p["update_period_file"])),
+                                     p.get("update_period_scale_s", 1e-6))
         period = period or p.get("default_update_period_s")
         interval = interval_s or p.get("sample_period_s") or period
         total = p.get("total", "sum")
@@ -96,8 +109,10 @@ class PowerMeter(object):
             total = "sum"
         if missing:
             notes.append("missing sensors: " + "; ".join(missing))
-        return cls(rails, total, interval, period, enable_paths, guard, sysfs, None,
-                   "; ".join(n for n in notes if n))
+        meter = cls(rails, total, interval, period, enable_paths, guard, sysfs, None, "; ".join(n for n in notes if n))
+        meter.kind = p["kind"]
+        meter.unit = p.get("unit", "W")
+        return meter
 
     # -- state ---------------------------------------------------------------------------------
     @property

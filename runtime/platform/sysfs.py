@@ -1,13 +1,16 @@
 """Reading and writing sysfs files under one root ("/" on a board, a temporary tree in tests).
 
 Paths in board files are relative to the root; everything below works on absolute paths made by
-`Sysfs.path`. Writing here is raw: the allow-list and save/restore live in guard.py.
+`Sysfs.path`. `Sysfs.write` is the one door to the files: it confines every write (and so every
+restore) to <root>/sys/ after resolving `..` and symlinks. The allow-list and save/restore live in guard.py.
 """
 import errno
 import glob
 import os
 
 from .errors import PERMISSION_FIX, PlatformError
+
+ONLINE_CPUS = "sys/devices/system/cpu/online"  # kernel ABI: Documentation/ABI/testing/sysfs-devices-system-cpu
 
 
 class Sysfs(object):
@@ -40,6 +43,17 @@ class Sysfs(object):
                     return path
         return None
 
+    def confine(self, path):
+        """`path` itself if it resolves (normalised, symlinks followed) under <root>/sys/, else PlatformError.
+
+        The only place that decides where the platform may write: used by every write and every restore."""
+        top = os.path.realpath(os.path.join(self.root, "sys"))
+        real = os.path.realpath(path)
+        if not real.startswith(top + os.sep):
+            raise PlatformError("refusing to write %s: it resolves to %s, outside %s%s; fix the board file "
+                                "(paths must stay under sys/, without '..')" % (path, real, top, os.sep))
+        return path
+
     # -- reading -----------------------------------------------------------------------------
     @staticmethod
     def try_read(path):
@@ -49,14 +63,6 @@ class Sysfs(object):
                 return f.read().strip()
         except (OSError, IOError, UnicodeDecodeError):
             return None
-
-    def read(self, path):
-        text = self.try_read(path)
-        if text is None:
-            if os.path.exists(path):
-                raise PlatformError("cannot read %s: permission denied or I/O error; run with sudo" % path)
-            raise PlatformError("cannot read %s: file does not exist" % path)
-        return text
 
     def try_read_int(self, path):
         text = self.try_read(path)
@@ -75,22 +81,47 @@ class Sysfs(object):
         except ValueError:
             return None
 
+    def online_cpus(self):
+        """CPUs the kernel has online (<root>/sys/devices/system/cpu/online, e.g. "0-1,3"); None if unknown."""
+        return parse_cpu_list(self.try_read(self.path(ONLINE_CPUS)))
+
     # -- writing -----------------------------------------------------------------------------
     @staticmethod
     def writable(path):
         return os.access(path, os.W_OK)
 
-    @staticmethod
-    def write(path, value):
-        """Write `value` to one file; OSError becomes a PlatformError naming the file and the fix."""
+    def write(self, path, value):
+        """Write `value` to one file under <root>/sys/; OSError becomes a PlatformError naming the file and fix."""
         text = str(value)
+        self.confine(path)
         if not os.path.exists(path):  # never create files: sysfs attributes exist or the path is wrong
             raise write_error(path, text, OSError(errno.ENOENT, "No such file or directory"))
         try:
-            with open(path, "w") as f:
-                f.write(text)
+            raw_write(path, text)
         except (OSError, IOError) as e:
             raise write_error(path, text, e)
+
+
+def raw_write(path, text):
+    """The bare file write (what a test's fake kernel wraps to react like the kernel would)."""
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def parse_cpu_list(text):
+    """Kernel CPU list syntax ("0-3", "0,2-3", "") -> frozenset of ints; None when text is None or malformed."""
+    if text is None:
+        return None
+    cpus = set()
+    try:
+        for part in text.strip().split(","):
+            if not part:
+                continue
+            lo, _, hi = part.partition("-")
+            cpus.update(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        return None
+    return frozenset(cpus)
 
 
 def write_error(path, text, e):
