@@ -85,7 +85,7 @@ def cmd_run(args):
 
 def cmd_restore(args):
     from runtime.platform import restore_from_state
-    written = restore_from_state(args.state_dir)
+    written = restore_from_state(args.state_dir, board=args.board, sysfs_root=args.sysfs_root)
     for path in written:
         print("restored %s" % path)
     if not written:
@@ -126,6 +126,9 @@ def build_parser(argv=()):
     r.add_argument("--runs", type=int, default=100)
     s = sub.add_parser("restore", help="put back clocks saved by a process that died (SIGKILL, power cut)")
     s.add_argument("--state-dir", default=None, help="where the runtime keeps its state file (default: its own)")
+    s.add_argument("--board", default=None, help="board name or board JSON file that says what may be written "
+                                                 "(default: detected); the state file is never trusted for it")
+    s.add_argument("--sysfs-root", default="/", help="root of the sysfs tree (default /; a fake tree in tests)")
     s.set_defaults(func=cmd_restore)
     for name, module, help_ in TOOLS:
         t = sub.add_parser(name, help=help_, description=help_)
