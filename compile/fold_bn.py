@@ -12,8 +12,13 @@ from compile.errors import UserError
 from compile.model import GroupedNet
 
 
-def _fold(seq):
-    mods, out = list(seq), []
+def _fold(mod):
+    """BatchNorm after a conv folded into it, in every Sequential at any depth (residual blocks included)."""
+    if not isinstance(mod, nn.Sequential):
+        for name, child in mod.named_children():
+            setattr(mod, name, _fold(child))
+        return mod
+    mods, out = list(mod), []
     i = 0
     while i < len(mods):
         m = mods[i]
@@ -21,7 +26,7 @@ def _fold(seq):
             out.append(fuse_conv_bn_eval(m, mods[i + 1]))
             i += 2
             continue
-        out.append(_fold(m) if isinstance(m, nn.Sequential) else m)
+        out.append(_fold(m))
         i += 1
     return nn.Sequential(*out)
 
@@ -40,13 +45,17 @@ class DeployPath(nn.Module):
 
 
 class DeployLevel(nn.Module):
-    """Level k of a grouped model as one network (for single-level reference files)."""
+    """Level k of a grouped model as one network (for single-level reference files).
+
+    scale: the uniform level's 1/k (a number), or the level's k combination weights (a list)."""
 
     def __init__(self, paths, scale):
         super().__init__()
         self.paths, self.scale = nn.ModuleList(paths), scale
 
     def forward(self, input):  # noqa: A002
+        if isinstance(self.scale, (list, tuple)):
+            return sum(p(input) * w for p, w in zip(self.paths, self.scale))
         out = self.paths[0](input)
         for p in self.paths[1:]:
             out = out + p(input)
