@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from runtime.errors import RuntimeUserError
+
 
 def _load(args, prepare=True):
     from runtime import load
@@ -21,65 +23,72 @@ def _load(args, prepare=True):
 
 
 def cmd_info(args):
-    m = _load(args, prepare=False)
-    man = m.manifest
-    print("bundle   %s" % args.bundle)
-    print("target   %s: %s" % (man["target"]["name"], man["target"]["description"]))
-    print("model    %s, %s, %d groups, input %s, %d classes" % (
-        man["model"]["arch"], man["model"]["scheme"], man["model"]["groups"], man["input"]["shape"][1:],
-        m.num_classes))
-    print("engines  %s (running on %s%s)" % (", ".join(sorted(man["engines"])), m.backend.name,
-                                            ", %s" % m.backend.binding if hasattr(m.backend, "binding") else ""))
-    print("%-6s %10s %9s %9s" % ("level", "params", "MMACs", "test acc"))
-    for lv in man["levels"]:
-        print("%-6d %10d %9.2f %8.2f%%" % (lv["level"], lv["params"], lv["macs"] / 1e6, 100 * lv["test_accuracy"]))
-    m.close()
+    with _load(args, prepare=False) as m:
+        man = m.manifest
+        print("bundle   %s" % args.bundle)
+        print("target   %s: %s" % (man["target"]["name"], man["target"]["description"]))
+        print("model    %s, %s, %d groups, input %s, %d classes" % (
+            man["model"]["arch"], man["model"]["scheme"], man["model"]["groups"], man["input"]["shape"][1:],
+            m.num_classes))
+        print("engines  %s (running on %s%s)" % (", ".join(sorted(man["engines"])), m.backend.name,
+                                                ", %s" % m.backend.binding if hasattr(m.backend, "binding") else ""))
+        print("%-6s %10s %9s %9s" % ("level", "params", "MMACs", "test acc"))
+        for lv in man["levels"]:
+            acc = lv.get("test_accuracy")
+            print("%-6d %10d %9.2f %9s" % (lv["level"], lv["params"], lv["macs"] / 1e6,
+                                           "-" if acc is None else "%.2f%%" % (100 * acc)))
     return 0
 
 
 def cmd_verify(args):
     from runtime.bundle import load_golden
-    m = _load(args)
-    g = load_golden(m.bundle_dir, m.manifest)
-    tol = m.manifest["golden"]
-    fp16 = getattr(m.backend, "precision", "fp32") == "fp16"  # the engine's own record, not the manifest's wish
-    atol = tol.get("atol_fp16", 0.05) if fp16 else tol["atol"]
-    bad = 0
-    pre = float(np.max(np.abs(m.preprocess(g["images"]) - g["input"])))
-    print("preprocess  max |diff| %.2e  %s" % (pre, "ok" if pre <= 1e-5 else "MISMATCH"))
-    bad += pre > 1e-5
-    for k in m.levels:
-        out = m.infer(g["input"], k)
-        err = float(np.max(np.abs(out - g["level%d" % k])))
-        ok = np.allclose(out, g["level%d" % k], atol=atol, rtol=tol["rtol"])
-        same = int((out.argmax(1) == g["level%d" % k].argmax(1)).sum())
-        print("level %d     max |diff| %.2e  top-1 agrees %d/%d  %s" % (k, err, same, len(out), "ok" if ok else "MISMATCH"))
-        bad += not ok
-    m.close()
+    with _load(args) as m:
+        g = load_golden(m.bundle_dir, m.manifest)
+        tol = m.manifest["golden"]
+        fp16 = getattr(m.backend, "precision", "fp32") == "fp16"  # the engine's own record, not the manifest's
+        atol = tol.get("atol_fp16", 0.05) if fp16 else tol["atol"]
+        pre = float(np.max(np.abs(m.preprocess(g["images"]) - g["input"])))
+        print("preprocess  max |diff| %.2e  %s" % (pre, "ok" if pre <= 1e-5 else "MISMATCH"))
+        bad = int(pre > 1e-5)
+        for k in m.levels:
+            out, want = m.infer(g["input"], k), g["level%d" % k]
+            err = float(np.max(np.abs(out - want)))
+            ok = np.allclose(out, want, atol=atol, rtol=tol["rtol"])
+            same = int((out.argmax(1) == want.argmax(1)).sum())
+            print("level %d     max |diff| %.2e  top-1 agrees %d/%d  %s" % (k, err, same, len(out),
+                                                                        "ok" if ok else "MISMATCH"))
+            bad += not ok
     print("verify: %s (%s backend, %d levels)" % ("PASSED" if not bad else "FAILED", m.backend.name, len(m.levels)))
     return 0 if not bad else 1
 
 
+def _in_range(name, value, low, high):
+    if not low <= value <= high:
+        raise RuntimeUserError("%s must be from %d to %d, got %d" % (name, low, high, value))
+
+
 def cmd_run(args):
-    m = _load(args)
-    shape = (args.batch,) + m.input_shape
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32) if hasattr(np.random, "default_rng") \
-        else np.random.RandomState(0).standard_normal(shape).astype(np.float32)
-    levels = [args.level] if args.level else m.levels
-    print("%-6s %12s %12s  (batch %d, %d runs, backend %s)" % ("level", "median ms", "p95 ms", args.batch,
-                                                              args.runs, m.backend.name))
-    for k in levels:
-        m.set_level(k)
-        for _ in range(3):
-            m.infer(x)
-        ts = []
-        for _ in range(args.runs):
-            t = time.perf_counter()
-            m.infer(x)
-            ts.append(time.perf_counter() - t)
-        ts = np.sort(ts) * 1e3
-        print("%-6d %12.3f %12.3f" % (k, np.median(ts), ts[int(0.95 * (len(ts) - 1))]))
-    m.close()
+    _in_range("--batch", args.batch, 1, 4096)
+    _in_range("--runs", args.runs, 1, 10 ** 6)
+    with _load(args) as m:
+        shape = (args.batch,) + m.input_shape
+        x = np.random.RandomState(0).standard_normal(shape).astype(np.float32)
+        levels = [args.level] if args.level is not None else m.levels
+        for k in levels:
+            m.set_level(k)  # every level checked before the first line of the table
+        print("%-6s %12s %12s  (batch %d, %d runs, backend %s)" % ("level", "median ms", "p95 ms", args.batch,
+                                                                  args.runs, m.backend.name))
+        for k in levels:
+            m.set_level(k)
+            for _ in range(3):
+                m.infer(x)
+            ts = []
+            for _ in range(args.runs):
+                t = time.perf_counter()
+                m.infer(x)
+                ts.append(time.perf_counter() - t)
+            ts = np.sort(ts) * 1e3
+            print("%-6d %12.3f %12.3f" % (k, np.median(ts), ts[int(0.95 * (len(ts) - 1))]))
     return 0
 
 

@@ -34,8 +34,15 @@ class OnnxBackend(Backend):
         opts.inter_op_num_threads = 1
         # Spinning threads make timings erratic with few cores (../shared/docs/measured.md, ONNX).
         opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        try:
+            self.sess = self.ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own unexported classes
+            # e.g. onnxruntime 1.10 (the last for Python 3.6) reads ONNX opset <= 15 only (issue 10)
+            opset = self.manifest["engines"]["onnx"].get("opset")
+            raise RuntimeUserError("onnxruntime %s cannot load %s (ONNX opset %s): %s; install a newer "
+                                   "onnxruntime or use a bundle built at an opset it reads"
+                                   % (self.ort.__version__, self.path, opset, _tail(exc)))
         self.threads = threads
-        self.sess = self.ort.InferenceSession(self.path, opts, providers=["CPUExecutionProvider"])
 
     def set_threads(self, threads):
         if threads != self.threads:
@@ -57,3 +64,9 @@ class OnnxBackend(Backend):
 
     def close(self):
         self.sess = None
+
+
+def _tail(exc, limit=160):
+    """The end of onnxruntime's message (where it says what it supports), on one line."""
+    text = " ".join(str(exc).split())
+    return text if len(text) <= limit else "..." + text[-limit:]

@@ -4,10 +4,15 @@ The file holds one signature per (group, batch size); level k runs groups 1..k a
 keeps one packed copy of each weight in XNNPACK (../shared/docs/measured.md). Signature runners need
 tflite-runtime 2.7 or later (../shared/docs/boards.md 3.3).
 
-Not thread-safe by itself: the signature runners of one interpreter share its tensors, so two concurrent
-calls overwrite each other's input (issue 10). runtime.model.Model serialises calls (thread_safe = False).
+Threads: the signature runners of one interpreter share its tensors, so two concurrent calls on one
+interpreter overwrite each other's input (issue 10: 25% wrong results). Each calling thread gets its own
+interpreter instead of all of them queueing on one lock: 4 threads on 2 cores ran 977 calls/s against 436
+(one lock, 1 engine thread) and 454 (one lock, 2 engine threads), for about 13 MiB of packed weights and a
+3-7 ms first call per thread (docs/runtime.md, "Threads"). A thread's interpreters go when the thread ends.
 """
 import os
+import threading
+import weakref
 
 import numpy as np
 
@@ -30,9 +35,34 @@ def interpreter_class():
                            "Python 3.9+) or tflite-runtime (2.7-2.14; the only choice on armv7l boards)")
 
 
+class _Engine(object):
+    """One interpreter and its signature runners; used by one thread only."""
+
+    def __init__(self, interp):
+        self.interp, self.io, self.runners = interp, interp.get_signature_list(), {}
+
+    def call(self, group, x):
+        key = (group, x.shape[0])
+        r = self.runners.get(key)
+        if r is None:
+            sig = "group%d_b%d" % key
+            r = self.runners[key] = (self.interp.get_signature_runner(sig), self.io[sig]["inputs"][0],
+                                     self.io[sig]["outputs"][0])
+        runner, iname, oname = r
+        return runner(**{iname: x})[oname]
+
+
+class _ThreadState(object):
+    """A thread's engines by engine thread count, kept so that switching threads back is a dict lookup."""
+    __slots__ = ("engines", "__weakref__")
+
+    def __init__(self):
+        self.engines = {}
+
+
 class TFLiteBackend(Backend):
     name = "tflite"
-    thread_safe = False
+    thread_safe = True  # by one interpreter per calling thread
 
     def __init__(self, bundle_dir, manifest, threads=None):
         super(TFLiteBackend, self).__init__(bundle_dir, manifest, threads)
@@ -45,19 +75,11 @@ class TFLiteBackend(Backend):
         self.scale = [float(s) for s in manifest["model"]["level_scale"]]
         self.weights = level_weights(manifest)
         self.cls, self.binding = interpreter_class()
-        self._by_threads = {}
-        self.threads, self.interp = None, None
-        self._open(threads)
+        self._local, self._states, self._states_lock = threading.local(), weakref.WeakSet(), threading.Lock()
+        self._closed = False
+        self._engine()  # open it now: a file the binding refuses fails at load, not at the first infer
 
     def _open(self, threads):
-        # One interpreter per thread count, kept: switching threads back and forth costs a dict lookup,
-        # not a re-open and re-pack (milliseconds). Each thread count used holds its own packed weights.
-        if self.interp is not None:
-            self._by_threads[self.threads] = (self.interp, self._io, self._runners)
-        if threads in self._by_threads:
-            self.interp, self._io, self._runners = self._by_threads[threads]
-            self.threads = threads
-            return
         kwargs = {"model_path": self.path}
         if threads:
             kwargs["num_threads"] = int(threads)
@@ -68,56 +90,73 @@ class TFLiteBackend(Backend):
         if not hasattr(interp, "get_signature_runner"):
             raise RuntimeUserError("%s is too old: it has no signature runners (needs tflite-runtime 2.7 or "
                                    "later, boards.md 3.3); install a newer one" % self.binding)
-        self.interp, self._io, self._runners, self.threads = interp, interp.get_signature_list(), {}, threads
+        return _Engine(interp)
 
-    def _runner(self, group, batch):
-        key = (group, batch)
-        r = self._runners.get(key)
-        if r is None:
-            sig = "group%d_b%d" % key
-            r = self.interp.get_signature_runner(sig)
-            self._runners[key] = r = (r, self._io[sig]["inputs"][0], self._io[sig]["outputs"][0])
-        return r
+    def _state(self):
+        st = getattr(self._local, "state", None)
+        if st is None:
+            st = self._local.state = _ThreadState()
+            with self._states_lock:
+                self._states.add(st)
+        return st
+
+    def _engine(self, threads=None):
+        """The calling thread's engine for the current (or given) thread count, opened on first use."""
+        if self._closed:
+            raise RuntimeUserError("the model is closed; load the bundle again to run it")
+        threads = self.threads if threads is None else threads
+        engines = self._state().engines
+        eng = engines.get(threads)
+        if eng is None:
+            eng = engines[threads] = self._open(threads)
+        return eng
+
+    @property
+    def interp(self):
+        """The calling thread's interpreter (for tools that time the bare engine)."""
+        return self._engine().interp
 
     def set_threads(self, threads):
         """Threads are fixed per interpreter: the first switch to a thread count opens and warms another
-        interpreter (milliseconds); later switches to it are free."""
+        interpreter in this thread (milliseconds); later switches to it are free. Calls in flight in other
+        threads finish on the interpreter they started with."""
         if threads != self.threads:
-            warm = sorted(self._runners)
-            self._open(threads)
+            warm = sorted(self._engine().runners)
+            new = self._engine(threads)
             for g, b in warm:
-                if (g, b) not in self._runners:
-                    self._warm(g, b)
+                if (g, b) not in new.runners:
+                    self._warm(new, g, b)
+            self.threads = threads
 
-    def _warm(self, group, batch):
-        shape = [batch] + list(self.manifest["input"]["shape"][1:])
-        self._call(group, np.zeros(shape, np.float32))
-
-    def _call(self, group, x):
-        runner, iname, oname = self._runner(group, x.shape[0])
-        return runner(**{iname: x})[oname]
+    def _warm(self, eng, group, batch):
+        eng.call(group, np.zeros([batch] + list(self.manifest["input"]["shape"][1:]), np.float32))
 
     def prepare(self, levels, batch_sizes=(1,)):
-        # XNNPACK packs weights on a signature's first call: do it now, not at the first switch.
+        """Pack the weights of `levels` in the calling thread's interpreter (XNNPACK packs on a signature's
+        first call): do it now, not at the first switch. Other threads pack theirs on their first call."""
+        eng = self._engine()
         for g in range(1, max(levels) + 1):
             for b in batch_sizes:
-                self._warm(g, b)
+                self._warm(eng, g, b)
 
     def run_level(self, x, level):
+        call = self._engine().call
         w = self.weights[level - 1]
         if w is None:
             # The mean of the groups, in the order and precision the golden vectors were made with.
-            out = self._call(1, x)
+            out = call(1, x)
             for g in range(2, level + 1):
-                out = out + self._call(g, x)
+                out = out + call(g, x)
             if level > 1:
                 out *= self.scale[level - 1]
             return out
-        out = self._call(1, x) * w[0]
+        out = call(1, x) * w[0]
         for g in range(2, level + 1):
-            out += self._call(g, x) * w[g - 1]
+            out += call(g, x) * w[g - 1]
         return out
 
     def close(self):
-        self._runners, self._by_threads = {}, {}
-        self.interp = None
+        self._closed = True
+        with self._states_lock:
+            for st in list(self._states):
+                st.engines.clear()
