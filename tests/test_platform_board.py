@@ -7,6 +7,7 @@ import pytest
 
 from fake_sysfs import REPO, make_nano, make_xu3, write
 from runtime.platform import Platform, PlatformError, detect_board, list_boards, load_board
+from runtime.platform.board import detect
 from runtime.platform.sysfs import Sysfs
 
 
@@ -80,14 +81,37 @@ def test_unknown_board_name_lists_valid_ones():
         load_board("raspberry")
 
 
-def test_udev_rule_covers_every_declared_clock_file():
-    with open(os.path.join(REPO, "board_scripts", "udev", "99-dynn-dvfs.rules")) as f:
-        rules = f.read()
-    for name in ("jetson-nano", "odroid-xu3"):
-        b = load_board(name)
-        for role in b.cpufreq["writable"]:
-            assert b.cpufreq["files"][role] in rules, (name, role)
-        for role in b.gpu["writable"]:
-            assert b.gpu["files"][role] in rules, (name, role)
-        for cand in b.gpu["devfreq_candidates"]:
-            assert os.path.basename(cand) in rules, (name, cand)
+def test_3_10_kernel_capital_h_compatible_is_detected(tmp_path):
+    write(tmp_path, "proc/device-tree/compatible", "Hardkernel,odroid-xu3\0samsung,exynos5\0")
+    board, why = detect(Sysfs(str(tmp_path)))
+    assert board.name == "odroid-xu3" and why == "compatible 'Hardkernel,odroid-xu3' in proc/device-tree/compatible"
+
+
+def _board_with(tmp_path, edit):
+    with open(os.path.join(REPO, "runtime", "boards", "jetson-nano.json")) as f:
+        data = json.load(f)
+    edit(data)
+    path = str(tmp_path / "evil.json")
+    with open(path, "w") as f:
+        json.dump(data, f)
+    return path
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda d: d["clusters"][0].update(policy_candidates=["sys/../../etc"]),
+     r"clusters\[0\]\.policy_candidates must be a list of paths relative to the sysfs root, without '\.\.'"),
+    (lambda d: d["cpufreq"]["files"].update(min="../../../../etc/passwd"),
+     r"cpufreq\.files\.min must be a file name without '/' or '\.\.'"),
+    (lambda d: d["gpu"].update(devfreq_candidates=["/etc"]), r"gpu\.devfreq_candidates must be a list of paths"),
+    (lambda d: d["power"][0].update(power_file="../x{n}"), r"power\[0\]\.power_file must be a file name"),
+    (lambda d: d["power"][0]["sensors"][0].update(dir_candidates=["sys/a/../../.."]),
+     r"power\[0\]\.sensors\[0\]\.dir_candidates must be"),
+    (lambda d: d["clusters"][0].update(cpus="0-3"), r"clusters\[0\]\.cpus must be a list of CPU numbers"),
+    (lambda d: d.pop("cpufreq"), r"cpufreq must be an object, got nothing \(missing\)"),
+    (lambda d: d["power_mode"].update(status_file="sys/../../root/x"), r"power_mode\.status_file must be"),
+])
+def test_a_board_file_that_could_lead_writes_elsewhere_is_refused_with_one_line(tmp_path, edit, message):
+    path = _board_with(tmp_path, edit)
+    with pytest.raises(PlatformError, match=r"board file .*evil\.json: " + message) as e:
+        load_board(path)
+    assert "\n" not in str(e.value) and "correct the board file" in str(e.value)

@@ -6,9 +6,9 @@ import os
 import pytest
 
 import runtime.platform.sysfs as sysfs_mod
-from fake_sysfs import (NANO_GPU, NANO_GPU_HZ, NANO_POLICY, XU3_A7, XU3_A15, XU3_GPU, make_nano, make_xu3,
-                        read)
-from runtime.platform import Platform, PlatformError
+from fake_sysfs import (NANO_GPU, NANO_GPU_HZ, NANO_POLICY, XU3_A7, XU3_A15, XU3_GPU, XU3_GPU_BY_KERNEL, make_nano,
+                        make_xu3, read, write)
+from runtime.platform import Platform, PlatformError, online_cpus
 from runtime.platform.guard import Guard
 from runtime.platform.sysfs import Sysfs
 
@@ -190,3 +190,87 @@ def test_chmod_0444_clock_file_is_reported(tmp_path):
     os.chmod(str(tmp_path / NANO_POLICY / "scaling_min_freq"), 0o444)
     with open_platform(tmp_path) as p:
         assert not p.dvfs_available and "scaling_min_freq" in p.dvfs_reason
+
+
+# -- issue 15: the power mode's caps, the kernel's clamp, online cores, the XU3 GPU node by kernel -------------
+def test_nano_5w_caps_are_a_ceiling_that_min_max_writes_never_lift(tmp_path):
+    make_nano(tmp_path, userspace=False, mode="5W")
+    with open_platform(tmp_path) as p:
+        with pytest.raises(PlatformError, match=r"1428000 kHz is outside the limits in force when this session "
+                                                r"started, 102000\.\.918000 kHz .*never lifts them"):
+            p.set_cpu_freq("big", 1428000)
+        assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "918000"  # nothing was written
+        with pytest.raises(PlatformError, match=r"921600000 Hz is outside .*76800000\.\.640000000 Hz"):
+            p.set_gpu_freq(921600000)
+        assert read(tmp_path, NANO_GPU + "/max_freq") == "640000000"
+        assert p.set_cpu_freq("big", 825600) == 825600 and p.set_gpu_freq(460800000) == 460800000
+    assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "918000"
+    assert read(tmp_path, NANO_GPU + "/max_freq") == "640000000"
+
+
+def test_a_clamped_setspeed_is_read_back_and_refused(tmp_path):
+    make_nano(tmp_path, userspace=True)
+    with open_platform(tmp_path) as p:
+        assert p.clusters["a57"].method == "userspace"
+        assert p.set_cpu_freq("big", 921600) == 921600  # the session's caps are fixed here: 102000..1479000
+        write(tmp_path, NANO_POLICY + "/scaling_max_freq", "918000\n")  # `nvpmodel -m 1` while we run
+        with pytest.raises(PlatformError, match="asked for 1428000 kHz but the kernel runs at 918000 kHz "
+                                                r"\(limits now 102000\.\.918000 kHz"):
+            p.set_cpu_freq("big", 1428000)
+
+
+def test_after_jetson_clocks_the_floor_refuses_lower_clocks(tmp_path):
+    make_nano(tmp_path, userspace=True)
+    write(tmp_path, NANO_POLICY + "/scaling_min_freq", "1479000\n")  # jetson_clocks copies max into min
+    with open_platform(tmp_path) as p:
+        with pytest.raises(PlatformError, match=r"921600 kHz is outside .*1479000\.\.1479000 kHz"):
+            p.set_cpu_freq("big", 921600)
+        assert p.set_cpu_freq("big", 1479000) == 1479000
+
+
+def test_power_mode_and_caps_are_recorded_for_the_profile(tmp_path):
+    make_nano(tmp_path, mode="5W")
+    with open_platform(tmp_path) as p:
+        mode = p.power_mode()
+        assert (mode["tool"], mode["id"], mode["name"]) == ("nvpmodel", 1, "5W")
+        assert mode["online_cpus"] == [0, 1]
+        assert mode["caps"]["a57"] == {"min_khz": 102000, "max_khz": 918000}
+        assert mode["caps"]["gpu"] == {"min_hz": 76800000, "max_hz": 640000000}
+        p.set_cpu_freq("big", 614400)  # min = max = 614400 now, but the caps stay the mode's
+        assert p.describe()["power_mode"]["caps"]["a57"] == {"min_khz": 102000, "max_khz": 918000}
+
+
+def test_xu3_has_no_power_mode_tool_but_reports_the_kernel_limits(tmp_path):
+    make_xu3(tmp_path)
+    with open_platform(tmp_path) as p:
+        mode = p.power_mode()
+        assert mode["id"] is None and "no power-mode tool" in mode["reason"]
+        assert mode["caps"]["a15"] == {"min_khz": 200000, "max_khz": 2000000}
+
+
+def test_only_online_cores_are_counted_and_pinned(tmp_path):
+    make_nano(tmp_path, mode="5W")  # nvpmodel 5W takes cpu2 and cpu3 offline
+    with open_platform(tmp_path) as p:
+        assert p.cores("big") == 2 and p.cluster_cpus("big") == (0, 1)
+        assert p.online_cpus() == {0, 1}
+    assert online_cpus(str(tmp_path)) == {0, 1}
+
+
+@pytest.mark.parametrize("kernel", ["4.14", "5.10", "mainline"])
+def test_xu3_gpu_devfreq_node_is_found_on_every_kernel(tmp_path, kernel):
+    make_xu3(tmp_path, kernel=kernel)
+    node = XU3_GPU_BY_KERNEL[kernel]
+    with open_platform(tmp_path) as p:
+        assert p.gpu.available and p.gpu.devfreq_dir == str(tmp_path / node)
+        assert p.set_gpu_freq(350000000) == 350000000
+        assert read(tmp_path, node + "/max_freq") == "350000000"
+    assert read(tmp_path, node + "/max_freq") == "600000000"
+
+
+def test_xu3_on_3_10_says_its_mali_driver_has_no_devfreq(tmp_path):
+    make_xu3(tmp_path, kernel="3.10")
+    with open_platform(tmp_path) as p:
+        assert p.board.name == "odroid-xu3" and p.dvfs_available  # the CPUs still have cpufreq
+        assert not p.gpu.available and "has no devfreq" in p.gpu.reason and "3.10" in p.gpu.reason
+        with pytest.raises(PlatformError, match="Mali driver .* has no devfreq"):
+            p.set_gpu_freq(600000000)

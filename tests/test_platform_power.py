@@ -1,10 +1,12 @@
 """Power sensors (Nano INA3221 mW, XU3 INA231 W) and energy integration."""
+import os
 import time
 
 import pytest
 
 from fake_sysfs import XU3_INA, make_nano, make_xu3, read, write
 from runtime.platform import Platform, PlatformError
+from runtime.platform.sysfs import Sysfs
 
 
 def open_platform(root, **kw):
@@ -79,3 +81,38 @@ def test_no_sensors_means_unavailable_with_a_reason(tmp_path):
         with pytest.raises(PlatformError, match="no power sensors"):
             p.power.start()
         assert p.dvfs_available  # DVFS does not depend on sensors
+
+
+def test_mainline_xu3_reads_the_ina2xx_hwmon_files_in_microwatts(tmp_path):
+    make_xu3(tmp_path, kernel="mainline", bus=1)
+    with open_platform(tmp_path) as p:
+        assert p.power.kind == "ina2xx-hwmon" and p.power.unit == "uW"
+        assert p.power.rail_names == ["A15", "MEM", "GPU", "A7"]
+        values = p.power.read()
+        assert values["A15"] == pytest.approx(1.5) and p.power.read_total_w() == pytest.approx(2.0)
+        assert p.power.enable_paths == [] and p.power.update_period_s == pytest.approx(0.035)
+
+
+def test_the_hardkernel_driver_is_tried_first(tmp_path):
+    make_xu3(tmp_path)
+    with open_platform(tmp_path) as p:
+        assert p.power.kind == "ina231-hardkernel"
+
+
+def test_root_only_ina231_files_name_the_udev_rule(tmp_path, monkeypatch):
+    make_xu3(tmp_path, enabled=False)
+    real_access = os.access
+    # Hardkernel 4.x: sensor_* and enable are 0660 root; as a user neither reads nor writes (os.access
+    # is faked because the tests may run as root, which ignores file modes)
+    monkeypatch.setattr(os, "access", lambda path, mode: False if "INA231" in str(path) else real_access(path, mode))
+    with open_platform(tmp_path) as p:
+        assert not p.power
+        assert "sensor_W is not readable" in p.power.reason and "install_udev_rule.sh" in p.power.reason
+        assert "ina2xx-hwmon" in p.power.reason  # the mainline variant was tried as well
+
+
+def test_disabled_sensors_that_cannot_be_enabled_are_unavailable_with_the_fix(tmp_path, monkeypatch):
+    make_xu3(tmp_path, enabled=False)
+    monkeypatch.setattr(Sysfs, "writable", staticmethod(lambda path: False))
+    with open_platform(tmp_path) as p:
+        assert not p.power and "disabled" in p.power.reason and "install_udev_rule.sh" in p.power.reason
