@@ -159,6 +159,13 @@ class Model(object):
             self._platform = Platform.open(**self._platform_args)
         return self._platform
 
+    def use_platform(self, platform):
+        """Use another Model's Platform: engines of one process must share one (it holds the clock lock)."""
+        if self._platform is not None and self._platform is not platform:
+            raise RuntimeUserError("this model already controls the board through its own platform; share one "
+                                   "before the first set_operating_point")
+        self._platform = platform
+
     def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None):
         """Switch level, task mapping (cluster affinity, threads) and frequencies in one call."""
         self._check_open()

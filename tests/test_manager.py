@@ -1,12 +1,19 @@
-"""Runtime manager behaviour on a fake model with a deterministic clock (no real timing anywhere)."""
+"""Runtime manager behaviour on a fake model with a deterministic clock (no real timing anywhere), and a real
+Model driving clusters, frequencies and parking on a fake XU3 sysfs tree; bad profiles get one line."""
+import json
+import os
 import warnings
 
 import numpy as np
 import pytest
 
+from bench.manager import benchmark_decision
+from fake_sysfs import XU3_A7, XU3_A7_KHZ, XU3_A15, XU3_A15_KHZ, board_file, make_xu3, read
 from runtime import RuntimeUserError
-from runtime import profile_data as pdata
-from runtime.manager import BudgetWarning, Manager, benchmark_decision
+from runtime import profile_schema as pdata
+from runtime.bundle import check_profile, read_profile
+from runtime.manager import BudgetWarning, Manager
+from runtime.model import Model
 
 BASE_MS = {1: 1.0, 2: 2.0, 3: 3.0, 4: 4.0}          # 1 thread, median
 SPEEDUP = {1: 1.0, 2: 1.6}                           # 2 threads are faster...
@@ -25,7 +32,7 @@ def make_profile(energy=False):
                  "latency_ms": {"median": med, "p95": TAIL * med, "n": 100},
                  "energy_mj": POWER_W[t] * med if energy else None, "power_w": POWER_W[t] if energy else None}
             points.append(p)
-    prof = {"schema": pdata.SCHEMA, "schema_version": 1, "points": points,
+    prof = {"schema": pdata.SCHEMA, "schema_version": pdata.SCHEMA_VERSION, "points": points,
             "platform": {"board": "generic", "dvfs_available": False, "clusters": {"all": {"cpus": [0, 1]}}},
             "settings": {}, "energy": {"available": energy, "reason": None if energy else "no power sensors"}}
     prof.update(pdata.summarize(points))
@@ -231,23 +238,185 @@ def test_profile_for_another_engine_is_refused():
         Manager(FakeModel(Clock()), prof)
 
 
-def test_decision_benchmark_prints_its_measurement():
+def test_decision_benchmark_steps_down_and_back_up_on_its_latency_pattern():
     lines = []
     res = benchmark_decision(make_profile(), calls=3000, out=lines.append)
-    assert len(lines) == 1 and "manager decision: mean" in lines[0] and " us" in lines[0]
-    assert res["calls"] == 3000 and res["mean_us"] > 0 and res["ladder"] == 4
+    assert len(lines) == 1 and lines[0].startswith("manager decision: mean") and " us" in lines[0]
+    assert res["calls"] == 3000 and res["ladder"] == 4
+    # 8 calls at twice the budget every 608 calls: a step down and a climb back each time, nothing more
+    assert 2 <= res["switches"] <= 2 * (3000 // 608 + 1) * 3
 
 
-def test_fronts_are_pareto_optimal():
-    pts = make_profile(energy=True)["points"]
-    for axis in ("latency", "latency_p95", "energy"):
-        front = pdata.pareto_front(pts, axis)
-        costs = [pdata.cost(p, axis) for p in front]
-        assert costs == sorted(costs)
-        for p in front:
-            assert not any(pdata.cost(o, axis) <= pdata.cost(p, axis) and pdata.quality(o) > pdata.quality(p)
-                           for o in pts)
-        for p in pts:
-            if p not in front:
-                assert any(pdata.cost(o, axis) <= pdata.cost(p, axis) and pdata.quality(o) >= pdata.quality(p)
-                           for o in front)
+def test_the_ladder_is_the_pareto_front_of_the_budgeted_axes():
+    mgr, model, clock = make(energy=True)
+    pts = mgr.points
+    mgr.set_budget(latency_ms=100.0)
+    # 2 threads are faster at every level: the latency front holds the four 2-thread points only
+    assert sorted((p["level"], p["threads"]) for p in mgr.ladder) == [(k, 2) for k in (1, 2, 3, 4)]
+    mgr.set_budget(latency_ms=100.0, energy_mj=100.0)
+    both = set((p["level"], p["threads"]) for p in mgr.ladder)
+    assert both == set((p["level"], p["threads"]) for p in pts), "1 thread is cheaper in energy, 2 in time"
+    dup = dict(pts[0], id=99)
+    front = pdata.front(pts + [dup], ("latency_p95",))
+    assert sum(1 for p in front if p["level"] == 1 and p["threads"] == pts[0]["threads"]) <= 1, \
+        "of points equal in everything only one stays"
+
+
+# ---- bad profiles (issue 10): one line naming the file and the field -----------------------------------
+
+def one_line_error(fn, *match):
+    with pytest.raises(RuntimeUserError) as info:
+        fn()
+    msg = str(info.value)
+    assert "\n" not in msg and all(m in msg for m in match), msg
+    return msg
+
+
+def test_zero_latencies_are_refused_before_anything_divides_by_them():
+    prof = make_profile()
+    prof["points"][2]["latency_ms"]["p95"] = 0.0
+    one_line_error(lambda: Manager(FakeModel(Clock()), prof), "points[2].latency_ms.p95", "positive")
+    prof["points"][2]["latency_ms"].update(p95=1.0, median=0)
+    one_line_error(lambda: Manager(FakeModel(Clock()), prof), "points[2].latency_ms.median")
+
+
+def test_a_profile_that_is_not_an_object_or_misses_fields_gets_one_line(tmp_path):
+    path = str(tmp_path / "profile.json")
+    for doc, match in (([1, 2], "JSON object"), ({"schema": "dynn-profile"}, "schema_version"),
+                       (dict(make_profile(), points=[]), "points"),
+                       (dict(make_profile(), schema_version=1), "schema_version", ),
+                       (dict(make_profile(), platform=[]), "platform")):
+        with open(path, "w") as f:
+            json.dump(doc, f)
+        one_line_error(lambda: read_profile(path), path, match, "python -m runtime profile")
+    prof = make_profile()
+    del prof["points"][1]["level"]
+    one_line_error(lambda: check_profile(prof, "p.json"), "p.json", "points[1].level")
+    prof = make_profile()
+    prof["points"][0]["threads"] = "2"
+    one_line_error(lambda: check_profile(prof, "p.json"), "points[0].threads")
+    with open(path, "w") as f:
+        f.write("{not json")
+    one_line_error(lambda: read_profile(path), "not valid JSON")
+    one_line_error(lambda: read_profile(str(tmp_path / "nothing")), "no profile", "python -m runtime profile")
+
+
+def manifest(target="xu3", groups=4, accuracy=None, sha="a" * 64):
+    acc = accuracy or ACC
+    return {"target": {"name": target, "board": None}, "model": {"groups": groups, "class_names": None},
+            "levels": [{"level": k, "test_accuracy": acc[k]} for k in sorted(acc)],
+            "engines": {"fake": {"file": "model.fake"}}, "files": {"model.fake": {"sha256": sha, "size": 1}},
+            "input": {"shape": [None, 3, 32, 32], "normalisation": {"scale": 1 / 255.0, "mean": [0.5] * 3,
+                                                                     "std": [0.25] * 3}},
+            "output": {"shape": [None, 10]}}
+
+
+def test_a_profile_of_another_bundle_is_refused():
+    prof = make_profile()
+    prof["bundle"] = pdata.bundle_identity(manifest())
+    model = FakeModel(Clock())
+    model.manifest = manifest()
+    Manager(model, prof)  # its own bundle: accepted
+    for other, match in ((manifest(target="nano-cpu"), "target"), (manifest(groups=3), "groups"),
+                         (manifest(accuracy={**ACC, 2: 0.71}), "accuracies"),
+                         (manifest(sha="b" * 64), "fake engine file")):
+        model.manifest = other
+        one_line_error(lambda: Manager(model, prof), "another", match, "python -m runtime profile")
+    del prof["bundle"]
+    model.manifest = manifest()
+    one_line_error(lambda: Manager(model, prof), "bundle")
+
+
+# ---- a real Model on a fake XU3: pinning, DVFS and parking -------------------------------------------
+
+SPEED = {"a7": 2.8, "a15": 2.0}     # ms per level at 1 GHz
+WATTS = {("a7", 200000): 0.4, ("a7", 1400000): 1.0, ("a15", 1000000): 1.5, ("a15", 2000000): 4.0}
+
+
+def xu3_latency_ms(cluster, khz, level):
+    return level * SPEED[cluster] * 1e6 / khz
+
+
+class SysfsBackend(object):
+    """An engine whose speed follows what the board really runs at: the cluster the process is pinned to and
+    that cluster's clock as written in the fake sysfs tree (so a setting the manager did not apply shows)."""
+    name, thread_safe, batch_sizes = "fake", True, None
+
+    def __init__(self, root, cpus, clock):
+        self.root, self.cpus, self.clock = root, cpus, clock
+        self.threads = []
+
+    def set_threads(self, n):
+        self.threads.append(n)
+
+    def run_level(self, x, level):
+        here = frozenset(os.sched_getaffinity(0))
+        cluster = [c for c, cpus in self.cpus.items() if frozenset(cpus) == here]
+        assert len(cluster) == 1, "pinned to exactly one cluster: %s" % sorted(here)
+        policy = XU3_A7 if cluster[0] == "a7" else XU3_A15
+        khz = int(read(self.root, policy + "/scaling_setspeed"))
+        self.clock.t += xu3_latency_ms(cluster[0], khz, level) / 1e3
+        return np.zeros((len(x), 10), np.float32)
+
+    def close(self):
+        pass
+
+
+def xu3_profile(man):
+    points = []
+    for (cluster, khz), watts in sorted(WATTS.items()):
+        for k in (1, 2, 3, 4):
+            ms = xu3_latency_ms(cluster, khz, k)
+            points.append({"id": len(points), "level": k, "backend": "fake", "pe": cluster, "cluster": cluster,
+                           "threads": 1, "cpu_freq_khz": khz, "gpu_freq_hz": None, "accuracy": ACC[k],
+                           "latency_ms": {"median": ms, "p95": TAIL * ms}, "energy_mj": watts * ms, "power_w": watts})
+    return {"schema": pdata.SCHEMA, "schema_version": pdata.SCHEMA_VERSION, "points": points,
+            "bundle": pdata.bundle_identity(man), "settings": {"park_other_clusters": True},
+            "platform": {"board": "odroid-xu3", "dvfs_available": True,
+                         "clusters": {"a7": {"frequencies_khz": XU3_A7_KHZ}, "a15": {"frequencies_khz": XU3_A15_KHZ}}},
+            "energy": {"available": True, "reason": None}}
+
+
+def test_manager_pins_clusters_sets_frequencies_and_parks_the_idle_cluster_on_a_fake_xu3(tmp_path):
+    cpus = sorted(os.sched_getaffinity(0))
+    if len(cpus) < 2:
+        pytest.skip("needs two usable CPUs to give the fake clusters distinct cores")
+    root = make_xu3(str(tmp_path / "xu3"), userspace=True)
+    clusters = {"a7": cpus[:1], "a15": cpus[-1:]}
+    board = board_file(tmp_path, "odroid-xu3", [
+        {"name": "a7", "aliases": ["little"], "core": "Cortex-A7", "cpus": clusters["a7"],
+         "policy_candidates": [XU3_A7]},
+        {"name": "a15", "aliases": ["big"], "core": "Cortex-A15", "cpus": clusters["a15"],
+         "policy_candidates": [XU3_A15]}])
+    before = dict((d, read(root, d + "/scaling_governor")) for d in (XU3_A7, XU3_A15))
+    affinity = os.sched_getaffinity(0)
+    clock = Clock()
+    man = manifest()
+    backend = SysfsBackend(root, clusters, clock)
+    model = Model(str(tmp_path), man, backend, board=board, sysfs_root=root, state_dir=str(tmp_path / "state"))
+    try:
+        mgr = Manager(model, xu3_profile(man), clock=clock, power_reader=None)
+
+        def run_at(expect, **budget):
+            """Run under a budget; check what the board runs at, and that every call met the latency budget."""
+            if budget:
+                mgr.set_budget(**budget)
+            lat, _ = run(mgr, model, clock, 40, gap_s=0.002)
+            cluster, khz, level = expect
+            parked = "a15" if cluster == "a7" else "a7"
+            assert frozenset(os.sched_getaffinity(0)) == frozenset(clusters[cluster])
+            assert read(root, (XU3_A7 if cluster == "a7" else XU3_A15) + "/scaling_setspeed") == str(khz)
+            assert read(root, (XU3_A7 if parked == "a7" else XU3_A15) + "/scaling_setspeed") == "200000", \
+                "the cluster not in use idles at its lowest clock"
+            assert model.level == level and backend.threads[-1] == 1
+            if budget.get("latency_ms"):
+                assert (lat <= budget["latency_ms"]).all()
+
+        run_at(("a15", 2000000, 4))                            # no budget: the top level, fastest mapping
+        run_at(("a7", 200000, 4), power_w=1.2)                 # only the little cluster fits 1.08 W; lowest power
+        run_at(("a7", 1400000, 3), latency_ms=8.5, power_w=1.2)  # L4 (8 ms seen) misses 0.9 x 8.5 ms
+        run_at(("a15", 2000000, 2), latency_ms=2.5)            # 2.2 ms p95: back to the big cluster
+    finally:
+        model.close()
+    assert dict((d, read(root, d + "/scaling_governor")) for d in (XU3_A7, XU3_A15)) == before
+    assert os.sched_getaffinity(0) == affinity
