@@ -116,10 +116,11 @@ def load_golden(bundle_dir, manifest):
         want["level%d" % lv["level"]] = ((n, manifest["output"]["shape"][1]), np.float32)
     for key, (shp, dtype) in sorted(want.items()):
         a = out.get(key)
-        if a is None or a.shape != shp or a.dtype != dtype:
+        if not isinstance(a, np.ndarray) or a.shape != shp or a.dtype != dtype:
             raise RuntimeUserError("%s: %s must be a %s array of shape %s, got %s; rebuild the bundle"
                                    % (path, key, np.dtype(dtype).name, list(shp),
-                                      "nothing" if a is None else "%s %s" % (a.dtype, list(a.shape))))
+                                      "%s %s" % (a.dtype, list(a.shape)) if isinstance(a, np.ndarray)
+                                      else "nothing" if a is None else "no array"))
     return out
 
 

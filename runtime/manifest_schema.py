@@ -95,8 +95,8 @@ def check_manifest(man, path, bundle_dir):
         _need_listed(c, listed, c.rel_path(golden, "file", "golden."), "golden.file")
         c.f(golden, "count", int, "golden.", check=lambda v: v >= 1, expect="a positive integer")
         for key in ("atol", "rtol", "atol_fp16"):
-            c.f(golden, key, float, "golden.", default=0.0, check=lambda v: _finite(v, 0),
-                expect="a finite non-negative number")
+            c.f(golden, key, float, "golden.", check=lambda v: _finite(v, 0), expect="a finite non-negative number",
+                **({"default": None} if key == "atol_fp16" else {}))
     return man
 
 
