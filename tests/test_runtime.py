@@ -35,16 +35,41 @@ def test_any_batch_size_is_served_from_the_carried_ones(host_bundle, n):
         np.testing.assert_allclose(m.infer(x), one_by_one, atol=1e-5)
 
 
-def test_switching_levels_changes_the_result_without_reloading(host_bundle):
-    x = np.random.default_rng(0).standard_normal((2, 3, 32, 32)).astype(np.float32)
+def test_switching_levels_in_any_order_gives_each_levels_golden_result(host_bundle):
     with load(host_bundle, threads=1) as m:
-        interp = m.backend.interp
-        outs = []
-        for k in (3, 1, 2):
+        g = load_golden(m.bundle_dir, m.manifest)
+        order = list(reversed(m.levels)) + m.levels
+        outs = {}
+        for k in order:
             m.set_level(k)
-            outs.append(m.infer(x))
-        assert m.backend.interp is interp
-        assert not np.allclose(outs[0], outs[1])
+            outs[k] = m.infer(g["input"])
+            np.testing.assert_allclose(outs[k], g["level%d" % k], atol=1e-4, rtol=1e-4)
+        assert not np.allclose(outs[m.levels[0]], outs[m.levels[-1]])
+
+
+def test_run_cli_times_every_level_or_the_one_asked_for(host_bundle):
+    res = run_cli(["-m", "runtime", "run", host_bundle, "--threads", "1", "--runs", "5", "--batch", "3"])
+    assert res.returncode == 0, res.stderr
+    rows = [ln.split() for ln in res.stdout.splitlines()[1:]]
+    levels = json.load(open(os.path.join(host_bundle, "manifest.json")))["levels"]
+    assert [int(r[0]) for r in rows] == [lv["level"] for lv in levels]
+    assert all(float(r[1]) > 0 and float(r[2]) >= float(r[1]) for r in rows)
+    assert "(batch 3, 5 runs, backend tflite)" in res.stdout
+    res = run_cli(["-m", "runtime", "run", host_bundle, "--threads", "1", "--runs", "2", "--level", "2"])
+    assert res.returncode == 0 and [ln.split()[0] for ln in res.stdout.splitlines()[1:]] == ["2"], res.stderr
+
+
+def test_info_cli_lists_levels_and_shows_unknown_accuracy_as_a_dash(host_bundle, tmp_path):
+    b = str(tmp_path / "b")
+    shutil.copytree(host_bundle, b)
+    man = json.load(open(os.path.join(b, "manifest.json")))
+    man["levels"][0]["test_accuracy"] = None
+    json.dump(man, open(os.path.join(b, "manifest.json"), "w"))
+    res = run_cli(["-m", "runtime", "info", b])
+    assert res.returncode == 0, res.stderr
+    table = [ln.split() for ln in res.stdout.splitlines() if ln[:1].isdigit()]
+    assert [r[0] for r in table] == [str(lv["level"]) for lv in man["levels"]] and table[0][-1] == "-"
+    assert "%d groups" % man["model"]["groups"] in res.stdout
 
 
 def test_bad_input_gets_errors_that_say_what_was_expected(host_bundle):
