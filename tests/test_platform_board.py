@@ -108,6 +108,7 @@ def _board_with(tmp_path, edit):
      r"power\[0\]\.sensors\[0\]\.dir_candidates must be"),
     (lambda d: d["clusters"][0].update(cpus="0-3"), r"clusters\[0\]\.cpus must be a list of CPU numbers"),
     (lambda d: d.pop("cpufreq"), r"cpufreq must be an object, got nothing \(missing\)"),
+    (lambda d: d["gpu"].update(unit="MHz"), r"gpu\.unit must be 'Hz', got 'MHz'"),
     (lambda d: d["power_mode"].update(status_file="sys/../../root/x"), r"power_mode\.status_file must be"),
 ])
 def test_a_board_file_that_could_lead_writes_elsewhere_is_refused_with_one_line(tmp_path, edit, message):

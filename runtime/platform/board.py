@@ -141,6 +141,8 @@ def validate(data, where):
     for key in ("compatible", "model_contains"):
         _get(detect, key, [str], where, "detect.", default=[])
     cpufreq = _get(data, "cpufreq", dict, where)
+    # the code works in these units (kernel ABI): a board file that says otherwise is wrong, not converted
+    _get(cpufreq, "unit", str, where, "cpufreq.", default="kHz", check=lambda v: v == "kHz", expect="'kHz'")
     _files(cpufreq, "files", where, "cpufreq.")
     _get(cpufreq, "writable", [str], where, "cpufreq.", default=[])
     clusters = _get(data, "clusters", [dict], where, check=len, expect="a non-empty list of objects")
@@ -152,6 +154,7 @@ def validate(data, where):
         _paths(c, "policy_candidates", where, pre)
     gpu = _get(data, "gpu", (dict, type(None)), where, default=None)
     if gpu:
+        _get(gpu, "unit", str, where, "gpu.", default="Hz", check=lambda v: v == "Hz", expect="'Hz'")
         _files(gpu, "files", where, "gpu.")
         _paths(gpu, "devfreq_candidates", where, "gpu.")
         _get(gpu, "writable", [str], where, "gpu.", default=[])
