@@ -58,6 +58,10 @@ class Platform(object):
         guard = Guard(sysfs, state_dir=state_dir, board_name=b.name, signals=signals)
         return cls(b, sysfs, guard, dvfs=dvfs, power_interval_s=power_interval_s)
 
+    def __repr__(self):
+        return "Platform(board=%s, root=%s, dvfs=%s)" % (self.board.name, self.sysfs.root,
+                                                         "on" if self.dvfs_available else "off")
+
     # -- description ---------------------------------------------------------------------------
     @property
     def clusters(self):
@@ -188,10 +192,6 @@ class Platform(object):
     def __exit__(self, *exc):
         self.close()
         return False
-
-    def __repr__(self):
-        return "Platform(board=%s, root=%s, dvfs=%s)" % (self.board.name, self.sysfs.root,
-                                                         "on" if self.dvfs_available else "off")
 
 
 def restore_from_state(state_dir=None, board=None, sysfs_root="/"):
