@@ -204,6 +204,8 @@ def test_nano_5w_caps_are_a_ceiling_that_min_max_writes_never_lift(tmp_path):
             p.set_gpu_freq(921600000)
         assert read(tmp_path, NANO_GPU + "/max_freq") == "640000000"
         assert p.set_cpu_freq("big", 825600) == 825600 and p.set_gpu_freq(460800000) == 460800000
+        # what a sweep may choose from: the kernel's table within the caps
+        assert p.clusters["a57"].frequencies_khz[-1] == 825600 and p.gpu.frequencies_hz[-1] == 614400000
     assert read(tmp_path, NANO_POLICY + "/scaling_max_freq") == "918000"
     assert read(tmp_path, NANO_GPU + "/max_freq") == "640000000"
 

@@ -79,8 +79,17 @@ class _Domain(object):
         if denied:
             self.reason = "no permission to write %s: %s" % (denied[0], PERMISSION_FIX)
 
-    def frequencies(self):
+    def table(self):
+        """Every frequency the kernel lists for this domain."""
         return self.sysfs.try_read_ints(self.f["available_frequencies"]) if self.dir else None
+
+    def frequencies(self):
+        """The listed frequencies this session may set: those within the power mode's caps (limits())."""
+        table = self.table()
+        lo, hi = self.limits()
+        if table is None:
+            return None
+        return [f for f in table if (lo is None or f >= lo) and (hi is None or f <= hi)]
 
     def current(self):
         return self.sysfs.try_read_int(self.f["cur"]) if self.dir else None
@@ -158,7 +167,7 @@ class CpuCluster(_Domain):
     def set_khz(self, khz):
         """Pin the cluster to `khz` (one of its available frequencies). Returns the value set."""
         self._require()
-        khz = check_frequency(khz, self.frequencies(), self.what, "kHz",
+        khz = check_frequency(khz, self.table(), self.what, "kHz",
                               self.sysfs.try_read_int(self.f["cpuinfo_min"]),
                               self.sysfs.try_read_int(self.f["cpuinfo_max"]))
         self._within_caps(khz)
@@ -193,7 +202,7 @@ class Gpu(_Domain):
     def set_hz(self, hz):
         """Pin the GPU to `hz` (one of its available frequencies) via min_freq/max_freq."""
         self._require()
-        hz = check_frequency(hz, self.frequencies(), self.what, "Hz")
+        hz = check_frequency(hz, self.table(), self.what, "Hz")
         self._within_caps(hz)
         self._set_range(hz)
         return self._read_back(hz)
