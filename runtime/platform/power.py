@@ -11,7 +11,7 @@ import threading
 import time
 from collections import OrderedDict, namedtuple
 
-from .errors import PERMISSION_FIX, PlatformError
+from .errors import SENSOR_FIX, PlatformError
 
 Rail = namedtuple("Rail", ["name", "path", "scale_to_w"])
 Energy = namedtuple("Energy", ["energy_j", "mean_power_w", "duration_s", "samples", "rails_j"])
@@ -77,7 +77,7 @@ class PowerMeter(object):
                 continue
             path = os.path.join(d, fmt(p["power_file"]))
             if not os.access(path, os.R_OK):
-                missing.append("%s (%s is not readable: %s)" % (s["name"], path, PERMISSION_FIX))
+                missing.append("%s (%s is not readable: %s)" % (s["name"], path, SENSOR_FIX))
                 continue
             name = s["name"]
             if p.get("name_from_file", True) and p.get("name_file"):
@@ -93,7 +93,7 @@ class PowerMeter(object):
         locked = [e for e in disabled if not sysfs.writable(e)]
         if locked:
             return cls.unavailable("power sensors are disabled (%s = 0) and cannot be enabled: %s"
-                                   % (locked[0], PERMISSION_FIX))
+                                   % (locked[0], SENSOR_FIX))
         period = None
         if p.get("update_period_file"):
             d = os.path.dirname(rails[0].path)
