@@ -1,53 +1,52 @@
-#!/usr/bin/env python3
-"""Profile a bundle's operating points on this board and write BUNDLE/profile.json (+ profile.png).
+"""`python -m runtime profile BUNDLE`: measure a bundle's operating points on this board -> BUNDLE/profile.json.
 
-  python3 board_scripts/profile.py BUNDLE [--quick] [--clusters a15,a7] [--freqs all|N|KHZ,KHZ]
+  python -m runtime profile BUNDLE [--quick] [--clusters a15,a7] [--freqs all|N|KHZ,KHZ]
           [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx]
-          [--runs N] [--warmup N] [--energy-s S] [--out FILE] [--no-plot]
+          [--runs N] [--rounds R] [--warmup N] [--energy-s S] [--out FILE]
 
 An operating point is (level, processing element: a CPU cluster or the GPU, thread count, CPU frequency,
 GPU frequency). For each one this measures batch-1 latency (median and p95 over --runs timed calls after
 --warmup) and, where the board has power sensors, energy per inference: the sensors refresh slowly
 (XU3 INA231 ~0.26 s), so energy is integrated over --energy-s seconds of back-to-back inferences.
-The profile also holds the Pareto fronts (accuracy vs latency, accuracy vs energy) and the dynamic
-range: max/min latency and energy over all points, over the fronts, and over the levels alone.
-Clusters the sweep is not using are parked at their lowest clock; every clock and the CPU affinity are
-restored on exit (also on Ctrl-C; after a SIGKILL: python3 -m runtime restore).
+The profile also holds the Pareto fronts (accuracy vs latency, accuracy vs energy), the dynamic range
+(max/min latency and energy over all points, over the fronts, over the levels alone), the board's
+power mode and clock caps where the platform reports them, and the identity of the bundle it was
+measured on (target, groups, level accuracies, engine sha256), so that the manager refuses it for
+another bundle. Clusters the sweep is not using are parked at their lowest clock; every clock and the
+CPU affinity are restored on exit (also on Ctrl-C; after a SIGKILL: python -m runtime restore).
 On a machine without cpufreq (a PC) it profiles levels x thread counts at the current clocks.
 The GPU is a processing element when the engine runs there (TensorRT); --backends tensorrt,onnx
-profiles GPU and CPU points together. Needs only the runtime (numpy + one engine binding);
-the plot needs matplotlib (or run `python build.py profile BUNDLE` on the host).
-Expected failures print one line and exit 1.
+profiles GPU and CPU points together. Needs only the runtime (numpy + one engine binding); the plot is
+drawn on the host: python build.py profile BUNDLE (with BUNDLE/profile.json copied back).
 """
 import argparse
-import datetime
-import json
-import math
 import os
 import platform as pyplatform
-import sys
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-# Run as a script, this file's folder comes first on sys.path, where this file would shadow the
-# standard library's `profile` module (which cProfile imports): take the folder off.
-sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != HERE]
-if ROOT not in sys.path:
-    sys.path.insert(0, ROOT)
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from runtime import load  # noqa: E402
-from runtime import profile_data as pdata  # noqa: E402
-from runtime.errors import RuntimeUserError  # noqa: E402
+from runtime import load
+from runtime import profile_schema as ps
+from runtime.bundle import atomic_write_json, load_golden
+from runtime.cli import module_versions, utc_now
+from runtime.errors import RuntimeUserError
 
 QUICK = {"runs": 90, "warmup": 5, "energy_s": 1.0, "freqs": "3", "gpu_freqs": "3", "rounds": 3}
 FULL = {"runs": 300, "warmup": 20, "energy_s": 3.0, "freqs": "6", "gpu_freqs": "5", "rounds": 3}
 
 
-class ProfileError(Exception):
-    """Expected failure with a one-line message."""
+def _int_list(spec, flag):
+    """'1,2,4' -> [1, 2, 4] (positive integers) or None when not given."""
+    if spec in (None, ""):
+        return None
+    try:
+        vals = [int(v) for v in str(spec).split(",") if v.strip()]
+    except ValueError:
+        vals = []
+    if not vals or min(vals) < 1:
+        raise RuntimeUserError("%s takes positive integers separated by commas, e.g. 1,2; got %r" % (flag, spec))
+    return vals
 
 
 # ---- choosing the points ---------------------------------------------------------------------------
@@ -61,7 +60,7 @@ def pick(values, spec, what):
     if "," not in spec and spec.isdigit() and int(spec) < 100:
         n = int(spec)
         if n <= 0:
-            raise ProfileError("%s: a count must be positive" % what)
+            raise RuntimeUserError("%s: a count must be positive" % what)
         if n >= len(values):
             return values
         if n == 1:
@@ -70,10 +69,10 @@ def pick(values, spec, what):
     try:
         want = [int(v) for v in spec.split(",") if v.strip()]
     except ValueError:
-        raise ProfileError("%s: %r is not 'all', a count or a comma list of numbers" % (what, spec))
+        raise RuntimeUserError("%s: %r is not 'all', a count or a comma list of numbers" % (what, spec))
     bad = [v for v in want if v not in values]
     if bad:
-        raise ProfileError("%s: %s not available; valid: %s" % (what, ", ".join(map(str, bad)),
+        raise RuntimeUserError("%s: %s not available; valid: %s" % (what, ", ".join(map(str, bad)),
                                                                   " ".join(map(str, values))))
     return sorted(set(want))
 
@@ -96,13 +95,13 @@ def plan_points(models, plat, opts):
     if opts.clusters:
         names = [plat.cluster(c.strip()) for c in opts.clusters.split(",") if c.strip()]
         clusters = [(n, c) for n, c in clusters if n in names]
-    threads_spec = [int(t) for t in opts.threads.split(",")] if opts.threads else None
+    threads_spec, want_levels = _int_list(opts.threads, "--threads"), _int_list(opts.levels, "--levels")
     plan = []
     for m in models:
-        levels = [int(v) for v in opts.levels.split(",")] if opts.levels else m.levels
+        levels = want_levels or m.levels
         bad = [k for k in levels if k not in m.levels]
         if bad:
-            raise ProfileError("levels %s are not in this bundle (levels %s)" % (bad, m.levels))
+            raise RuntimeUserError("levels %s are not in this bundle (levels %s)" % (bad, m.levels))
         if m.backend.name == "tensorrt":  # the GPU runs it; the host side stays on the first cluster at full clock
             name, info = clusters[0]
             cpu = max(info.frequencies_khz) if dvfs and info.frequencies_khz else None
@@ -119,7 +118,7 @@ def plan_points(models, plat, opts):
             cores = len(info.cpus)
             thr = [t for t in (threads_spec or default_threads(cores, opts.quick)) if 1 <= t <= cores]
             if not thr:
-                raise ProfileError("--threads %s: cluster %s has %d CPUs" % (opts.threads, name, cores))
+                raise RuntimeUserError("--threads %s: cluster %s has %d CPUs" % (opts.threads, name, cores))
             freqs = (pick(info.frequencies_khz, opts.freqs, "--freqs (%s)" % name)
                      if dvfs and info.available and info.frequencies_khz else [None])
             for f in sorted(freqs, key=lambda v: -(v or 0)):
@@ -132,13 +131,6 @@ def plan_points(models, plat, opts):
 
 
 # ---- measuring ---------------------------------------------------------------------------------------
-def latency_stats(seconds):
-    ms = np.sort(np.asarray(seconds, np.float64)) * 1e3
-    n = len(ms)
-    return {"median": float(np.median(ms)), "p95": float(ms[max(0, int(math.ceil(0.95 * n)) - 1)]),
-            "mean": float(ms.mean()), "std": float(ms.std()), "min": float(ms[0]), "max": float(ms[-1]), "n": n}
-
-
 def _switch_kind(prev, p):
     if prev is None:
         return None
@@ -159,7 +151,7 @@ def measure(bundle, opts, log=print, board=None, sysfs_root="/", state_dir=None)
             models.append(load(bundle, backend=name, board=board, sysfs_root=sysfs_root, state_dir=state_dir))
         plat = models[0].platform
         for m in models[1:]:
-            m._platform = plat  # one Platform per process: it holds the clock lock
+            m.use_platform(plat)  # one Platform per process: it holds the clock lock
         with plat:
             prof = _sweep(bundle, models, plat, opts, log)
     finally:
@@ -171,7 +163,6 @@ def measure(bundle, opts, log=print, board=None, sysfs_root="/", state_dir=None)
 
 def _input(model):
     try:
-        from runtime.bundle import load_golden
         x = load_golden(model.bundle_dir, model.manifest)["input"][:1]
         return np.ascontiguousarray(x, np.float32)
     except Exception:  # noqa: BLE001 - any readable input will do for timing
@@ -187,6 +178,8 @@ def _sweep(bundle, models, plat, opts, log):
     if plat.dvfs_available and len(plat.clusters) > 1:
         park = dict((n, min(c.frequencies_khz)) for n, c in plat.clusters.items() if c.available and c.frequencies_khz)
     x = _input(models[0])
+    # the caps that held during the sweep (nvpmodel on a Jetson), where the platform layer reports them
+    power_mode = plat.power_mode() if hasattr(plat, "power_mode") else None
     per_point_s = (opts.warmup + opts.runs) * 0.005 + (energy_s or 0)
     log("profiling %s: %d operating points (%s), %d timed runs each%s; DVFS %s; power %s" % (
         bundle, len(plan), ", ".join(sorted(set(m.backend.name for m, _ in plan))), opts.runs,
@@ -237,7 +230,7 @@ def _sweep(bundle, models, plat, opts, log):
                 m.infer(x)
                 ts.append(time.perf_counter() - t)
             samples[i].extend(ts)
-            round_p95[i].append(latency_stats(ts)["p95"])
+            round_p95[i].append(ps.latency_stats(ts)["p95"])
             if energy_s and r == rounds - 1:
                 n = 0
                 meter.start()
@@ -251,7 +244,7 @@ def _sweep(bundle, models, plat, opts, log):
         rec = dict(p)
         rec["id"] = i
         rec["accuracy"] = m.accuracy.get(p["level"])
-        lat = latency_stats(samples[i])
+        lat = ps.latency_stats(samples[i])
         lat["p95_all"], lat["p95"], lat["p95_rounds"] = lat["p95"], float(np.median(round_p95[i])), round_p95[i]
         rec["latency_ms"] = lat
         rec["energy_mj"] = rec["power_w"] = None
@@ -259,24 +252,25 @@ def _sweep(bundle, models, plat, opts, log):
             rec["energy_mj"], rec["power_w"], rec["energy_runs"], rec["energy_samples"] = energy[i]
         points.append(rec)
         log("  %-22s median %8.3f ms  p95 %8.3f ms%s" % (
-            pdata.label(rec), lat["median"], lat["p95"],
+            ps.label(rec), lat["median"], lat["p95"],
             "  %8.3f mJ  %6.3f W" % (rec["energy_mj"], rec["power_w"]) if energy[i] else ""))
     m0 = models[0]
+    host = module_versions(["numpy"])
+    host.update(machine=pyplatform.machine(), node=pyplatform.node(), cpus=os.cpu_count(),
+                engines=dict((m.backend.name, getattr(m.backend, "binding", m.backend.name)) for m in models))
     prof = {
-        "schema": pdata.SCHEMA, "schema_version": pdata.SCHEMA_VERSION,
-        "created": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-        "tool": "board_scripts/profile.py",
-        "bundle": {"dir": os.path.abspath(bundle), "target": man["target"]["name"],
-                   "manifest_created": man.get("created"), "arch": man["model"].get("arch"),
-                   "groups": man["model"].get("groups")},
-        "host": {"machine": pyplatform.machine(), "node": pyplatform.node(), "python": pyplatform.python_version(),
-                 "numpy": np.__version__, "cpus": os.cpu_count(),
-                 "engines": dict((m.backend.name, getattr(m.backend, "binding", m.backend.name)) for m in models)},
+        "schema": ps.SCHEMA, "schema_version": ps.SCHEMA_VERSION, "created": utc_now(),
+        "tool": "python -m runtime profile",
+        "bundle": dict(ps.bundle_identity(man), dir=os.path.abspath(bundle), manifest_created=man.get("created"),
+                       arch=man["model"].get("arch")),
+        "host": host,
         "platform": plat.describe(),
+        "power_mode": power_mode,
         "settings": {"batch": 1, "runs": opts.runs, "rounds": rounds, "warmup": opts.warmup, "energy_s": energy_s,
                      "quick": bool(opts.quick), "park_other_clusters": bool(park),
                      "latency": "perf_counter around one Model.infer call, after warm-up; points measured in "
-                                "interleaved rounds; p95 = median of the rounds' p95 (p95_all: over all runs)",
+                                "interleaved rounds; p95 = median of the rounds' p95 (p95_all: over all runs); "
+                                "p95 = " + ps.P95_METHOD,
                      "energy": "power integrated (sample-and-hold) over energy_s of back-to-back inferences "
                                "divided by their count" if energy_s else None},
         "energy": {"available": bool(meter), "reason": meter.reason, "rails": meter.rail_names,
@@ -287,19 +281,10 @@ def _sweep(bundle, models, plat, opts, log):
                           for k, v in sorted(switch_ms.items())),
         "points": points,
     }
-    prof.update(pdata.summarize(points))
+    prof.update(ps.summarize(points))
     if not m0.accuracy or any(v is None for v in m0.accuracy.values()):
         prof["note"] = "some levels have no test accuracy in the manifest: fronts rank them by level"
     return prof
-
-
-def write_json(prof, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(prof, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-    return path
 
 
 # ---- reporting ---------------------------------------------------------------------------------------
@@ -311,7 +296,7 @@ def summary_lines(prof):
         if not ids:
             continue
         out.append("%s front (%d of %d points): %s" % (axis, len(ids), len(prof["points"]), "  ".join(
-            "%s %.3g%s %s" % (pdata.label(byid[i]), pdata.cost(byid[i], axis), unit,
+            "%s %.3g%s %s" % (ps.label(byid[i]), ps.cost(byid[i], axis), unit,
                               "" if byid[i].get("accuracy") is None else "%.1f%%" % (100 * byid[i]["accuracy"]))
             for i in ids)))
     dr = prof["dynamic_range"]
@@ -324,72 +309,6 @@ def summary_lines(prof):
     return out
 
 
-def plot_profile(prof, path):
-    """Accuracy vs latency and vs energy, every point grey, the Pareto fronts drawn and labelled.
-    Raises ImportError without matplotlib."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib import ticker
-
-    pts = prof["points"]
-    byid = dict((p["id"], p) for p in pts)
-    use_acc = all(p.get("accuracy") is not None for p in pts)
-
-    def y(p):
-        return 100.0 * p["accuracy"] if use_acc else p["level"]
-
-    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
-    for ax, axis, unit, key in ((axes[0], "latency", "ms, median", "latency_ms"),
-                                (axes[1], "energy", "mJ", "energy_mj")):
-        have = [p for p in pts if pdata.cost(p, axis) is not None]
-        if not have:
-            reason = (prof.get("energy") or {}).get("reason") or "not measured"
-            ax.text(0.5, 0.5, "no %s measurements on this machine:\n%s" % (axis, reason), ha="center", va="center",
-                    wrap=True, transform=ax.transAxes, fontsize=10)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.set_title("accuracy vs %s" % axis)
-            continue
-        ax.scatter([pdata.cost(p, axis) for p in have], [y(p) for p in have], s=14, color="0.7",
-                   label="all %d operating points" % len(have), zorder=1)
-        front = [byid[i] for i in prof["fronts"].get(axis, [])]
-        fx, fy = [pdata.cost(p, axis) for p in front], [y(p) for p in front]
-        ax.step(fx, fy, where="post", color="C0", lw=1.5, zorder=2)
-        ax.plot(fx, fy, "o", color="C0", ms=7, label="Pareto front (%d)" % len(front), zorder=3)
-        for p, a, b in zip(front, fx, fy):
-            ax.annotate(pdata.label(p), (a, b), textcoords="offset points", xytext=(6, -11), fontsize=8)
-        if axis == "latency":  # the tail matters for a deadline: median to p95 as a whisker
-            ax.hlines(fy, fx, [p["latency_ms"].get("p95") or c for p, c in zip(front, fx)], color="C0", alpha=0.4,
-                      lw=3, label="median to p95", zorder=2)
-        lo, hi = min(pdata.cost(p, axis) for p in have), max(pdata.cost(p, axis) for p in have)
-        if lo > 0 and hi / lo > 8:
-            ax.set_xscale("log")
-            ax.xaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
-            ax.xaxis.set_minor_formatter(ticker.FormatStrFormatter("%g"))
-            ax.tick_params(axis="x", which="minor", labelsize=7)
-        dr = prof["dynamic_range"]
-        lines = []
-        for name, d in (("all points", dr["points"][key]), ("front", dr["front"][key]),
-                        ("levels alone", dr["levels"][key])):
-            if d and d.get("ratio"):
-                lines.append("%s: %.3g-%.3g %s (%.1fx)" % (name, d["min"], d["max"], unit.split(",")[0], d["ratio"]))
-        ax.text(0.98, 0.03, "dynamic range\n" + "\n".join(lines), transform=ax.transAxes, ha="right", va="bottom",
-                fontsize=8, bbox=dict(boxstyle="round", fc="white", ec="0.8"))
-        ax.set_xlabel("%s per inference (%s)" % (axis, unit))
-        ax.set_ylabel("top-1 accuracy (%)" if use_acc else "level")
-        ax.set_title("accuracy vs %s" % axis)
-        ax.grid(alpha=0.3)
-        ax.legend(loc="upper left", fontsize=8)
-    b, plat = prof.get("bundle", {}), prof.get("platform", {})
-    fig.suptitle("%s profile on %s (%s), batch 1: higher and further left is better" % (
-        b.get("target", "?"), plat.get("board", "?"), ", ".join(sorted((prof.get("host") or {}).get("engines", {})))))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
 # ---- command line ------------------------------------------------------------------------------------
 def add_arguments(p):
     p.add_argument("bundle", help="bundle directory (holds manifest.json)")
@@ -400,7 +319,7 @@ def add_arguments(p):
     p.add_argument("--gpu-freqs", default=None, help="GPU frequencies: 'all', a count (default 5, quick 3) or Hz,Hz")
     p.add_argument("--threads", default=None, help="thread counts, e.g. 1,2,4 (default 1, powers of 2, all cores; "
                                                    "quick: 1 and all)")
-    p.add_argument("--levels", default=None, help="levels to profile (default: all)")
+    p.add_argument("--levels", default=None, help="levels to profile, e.g. 1,2 (default: all)")
     p.add_argument("--backends", default="auto", help="engine bindings, e.g. tensorrt,onnx (default: the bundle's)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per point, all rounds (default 300, quick 90)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per point (default 20, quick 5)")
@@ -409,11 +328,20 @@ def add_arguments(p):
     p.add_argument("--energy-s", type=float, default=None,
                    help="seconds of inferences per point for energy (default 3, quick 1; sensors refresh slowly)")
     p.add_argument("--out", default=None, help="profile file (default BUNDLE/profile.json)")
-    p.add_argument("--no-plot", action="store_true", help="do not write the PNG next to the profile")
     p.add_argument("--board", default=None, help=argparse.SUPPRESS)        # tests: a board file
     p.add_argument("--sysfs-root", default="/", help=argparse.SUPPRESS)    # tests: a fake sysfs tree
     p.add_argument("--state-dir", default=None, help=argparse.SUPPRESS)
     return p
+
+
+def options(bundle, **kw):
+    """The options namespace run() takes, with every flag at its default unless given (for host tools, tests)."""
+    opts = add_arguments(argparse.ArgumentParser()).parse_args([bundle])
+    for k, v in kw.items():
+        if not hasattr(opts, k):
+            raise TypeError("no profiler option %r" % k)
+        setattr(opts, k, v)
+    return opts
 
 
 def fill_defaults(opts):
@@ -421,53 +349,33 @@ def fill_defaults(opts):
     for k in ("runs", "warmup", "energy_s", "freqs", "gpu_freqs", "rounds"):
         if getattr(opts, k, None) is None:
             setattr(opts, k, d[k])
-    if opts.runs < 5:
-        raise ProfileError("--runs must be at least 5 (median and p95 need a few samples)")
+    for flag, v, low in (("--runs", opts.runs, 5), ("--warmup", opts.warmup, 0), ("--rounds", opts.rounds, 1)):
+        if v < low:
+            raise RuntimeUserError("%s must be at least %d, got %d (median and p95 need a few samples)"
+                                   % (flag, low, v))
+    _int_list(opts.threads, "--threads")  # refused here, before any engine loads
+    _int_list(opts.levels, "--levels")
+    if not 0 < opts.energy_s <= 600:
+        raise RuntimeUserError("--energy-s must be a number of seconds in (0, 600], got %r" % opts.energy_s)
     return opts
 
 
 def run(opts, log=print):
-    """Measure, write the JSON and (if matplotlib imports) the PNG. Returns (profile, json path, png path)."""
+    """Measure and write the profile (atomically). Returns (profile, path)."""
     fill_defaults(opts)
+    out = opts.out or os.path.join(opts.bundle, ps.PROFILE_FILE)
+    if opts.out and not os.path.isdir(os.path.dirname(os.path.abspath(out))):
+        raise RuntimeUserError("--out %s: the directory %s does not exist; create it or choose another file"
+                               % (out, os.path.dirname(os.path.abspath(out))))
     prof = measure(opts.bundle, opts, log, board=opts.board, sysfs_root=opts.sysfs_root, state_dir=opts.state_dir)
-    out = opts.out or os.path.join(opts.bundle, pdata.PROFILE_FILE)
-    write_json(prof, out)
+    atomic_write_json(out, prof)
     for line in summary_lines(prof):
         log(line)
-    log("wrote %s (%d points, %.1f s)" % (out, len(prof["points"]), prof["duration_s"]))
-    png = None
-    if not opts.no_plot:
-        png = os.path.splitext(out)[0] + ".png"
-        try:
-            plot_profile(prof, png)
-            log("wrote %s" % png)
-        except ImportError:
-            png = None
-            log("matplotlib is not installed here: no plot; on the host run: python build.py profile BUNDLE "
-                "(with BUNDLE/%s copied back)" % os.path.basename(out))
-    return prof, out, png
+    log("wrote %s (%d points, %.1f s); plot it on the host: python build.py profile BUNDLE (with this file as "
+        "BUNDLE/%s)" % (out, len(prof["points"]), prof["duration_s"], ps.PROFILE_FILE))
+    return prof, out
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(prog="profile.py", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="\n".join(__doc__.split("\n")[1:]))
-    opts = add_arguments(p).parse_args(argv)
-    try:
-        run(opts)
-    except (RuntimeUserError, ProfileError) as exc:
-        print("error: %s" % exc, file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; clocks restored", file=sys.stderr)
-        return 130
-    except Exception as exc:  # noqa: BLE001 - PlatformError comes with runtime.platform, imported lazily
-        if type(exc).__name__ == "PlatformError":
-            print("error: %s" % exc, file=sys.stderr)
-            return 1
-        raise
+def main(args):
+    run(args)
     return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

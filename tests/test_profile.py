@@ -1,4 +1,4 @@
-"""On-board profiling (board_scripts/profile.py) on this machine and on a fake XU3 tree; `build.py profile`."""
+"""On-board profiling (`python -m runtime profile`) on this machine and on a fake XU3 tree; `build.py profile`."""
 import json
 import os
 import shutil
@@ -11,7 +11,9 @@ import pytest
 from conftest import ROOT, run_cli
 from fake_sysfs import XU3_A7, XU3_A15, board_file, make_xu3
 from runtime import load
-from runtime import profile_data as pdata
+from runtime import profile_schema as pdata
+from runtime import profiler
+from runtime.bundle import read_manifest
 from runtime.manager import Manager
 
 
@@ -23,17 +25,9 @@ def bundle(host_bundle, tmp_path):
     return dst
 
 
-def profiler():
-    from bench.profile_cmd import load_profiler
-    return load_profiler()
-
-
 def options(bundle, **kw):
-    from bench.profile_cmd import measure_options
-    opts = measure_options(bundle, kw.pop("out", None), quick=True, runs=kw.pop("runs", 15))
-    for k, v in kw.items():
-        setattr(opts, k, v)
-    return opts
+    kw.setdefault("runs", 15)
+    return profiler.options(bundle, quick=True, **kw)
 
 
 def check_front(points, ids, axis):
@@ -49,14 +43,19 @@ def check_front(points, ids, axis):
                        for o in front)
 
 
-def test_quick_profile_on_this_machine(bundle, tmp_path):
+def test_python_m_runtime_profile_quick_on_this_machine(bundle, tmp_path):
     state = tmp_path / "state"
-    opts = options(bundle, state_dir=str(state))
-    prof, path, png = profiler().run(opts, log=lambda *a: None)
-    assert path == os.path.join(bundle, "profile.json") and os.path.isfile(png) and os.path.getsize(png) > 10000
+    res = run_cli(["-m", "runtime", "profile", bundle, "--quick", "--runs", "15", "--state-dir", str(state)],
+                  timeout=300)
+    assert res.returncode == 0, res.stderr
+    path = os.path.join(bundle, "profile.json")
+    assert "wrote %s" % path in res.stdout and "python build.py profile" in res.stdout
     with open(path) as f:
         disk = json.load(f)
-    assert disk["schema"] == "dynn-profile" and disk["schema_version"] == 1
+    assert disk["schema"] == "dynn-profile" and disk["schema_version"] == pdata.SCHEMA_VERSION
+    man = read_manifest(bundle)
+    assert dict((k, disk["bundle"][k]) for k in pdata.bundle_identity(man)) == pdata.bundle_identity(man)
+    assert disk["bundle"]["engines"]["tflite"] == man["files"]["model.tflite"]["sha256"]
     threads = sorted(set([1, min(2, len(os.sched_getaffinity(0)))]))
     pts = disk["points"]
     assert len(pts) == 3 * len(threads)
@@ -64,7 +63,8 @@ def test_quick_profile_on_this_machine(bundle, tmp_path):
     for p in pts:
         assert p["backend"] == "tflite" and p["cpu_freq_khz"] is None and p["gpu_freq_hz"] is None
         lat = p["latency_ms"]
-        assert 0 < lat["min"] <= lat["median"] <= lat["max"] and lat["median"] <= lat["p95_all"] and lat["n"] == 15
+        assert lat["min"] <= lat["median"] <= lat["p95_all"] <= lat["max"] and lat["n"] == 15
+        assert min(lat["p95_rounds"]) <= lat["p95"] <= max(lat["p95_rounds"]) and len(lat["p95_rounds"]) == 3
         assert p["energy_mj"] is None and p["accuracy"] is not None
     assert disk["energy"]["available"] is False and disk["energy"]["reason"]
     assert disk["platform"]["dvfs_available"] is False
@@ -85,7 +85,7 @@ def test_quick_profile_on_this_machine(bundle, tmp_path):
         mgr.set_budget(latency_ms=10 * dr["points"]["latency_ms"]["max"])
         for _ in range(5):
             assert mgr.infer(np.zeros((1, 3, 32, 32), np.float32)).shape == (1, 10)
-        assert mgr.level == 3
+        assert mgr.level == max(pts, key=pdata.quality)["level"], "a generous budget runs the most accurate level"
 
 
 def test_profile_on_a_fake_xu3_sweeps_clusters_and_frequencies_and_restores_them(bundle, tmp_path):
@@ -96,10 +96,10 @@ def test_profile_on_a_fake_xu3_sweeps_clusters_and_frequencies_and_restores_them
         {"name": "a7", "aliases": ["little"], "core": "Cortex-A7", "cpus": cpus[:1], "policy_candidates": [XU3_A7]},
         {"name": "a15", "aliases": ["big"], "core": "Cortex-A15", "cpus": cpus[-1:], "policy_candidates": [XU3_A15]}])
 
-    def snapshot():
+    def snapshot():  # every setting; not scaling_cur_freq, the (simulated) kernel's own report under ondemand
         out = {}
         for d in (XU3_A7, XU3_A15):
-            for name in os.listdir(os.path.join(root, d)):
+            for name in sorted(set(os.listdir(os.path.join(root, d))) - {"scaling_cur_freq"}):
                 with open(os.path.join(root, d, name)) as f:
                     out[d + "/" + name] = f.read().strip()
         return out
@@ -108,9 +108,11 @@ def test_profile_on_a_fake_xu3_sweeps_clusters_and_frequencies_and_restores_them
     out = str(tmp_path / "xu3-profile.json")
     opts = options(bundle, out=out, runs=10, freqs="2", threads="1", levels="1,2", energy_s=0.3, board=board,
                    sysfs_root=root, state_dir=str(tmp_path / "state"))
-    prof, path, png = profiler().run(opts, log=lambda *a: None)
+    prof, path = profiler.run(opts, log=lambda *a: None)
     assert snapshot() == before and os.sched_getaffinity(0) == affinity
-    assert path == out and os.path.isfile(png)
+    assert path == out and not os.path.exists(os.path.splitext(out)[0] + ".png"), "the board draws no plot"
+    caps = prof["power_mode"]["caps"]  # the caps the sweep ran under, as the platform reads them
+    assert caps["a7"]["max_khz"] == 1400000 and caps["a15"]["max_khz"] == 2000000
     pts = prof["points"]
     assert sorted((p["pe"], p["cpu_freq_khz"], p["level"]) for p in pts) == sorted(
         (c, f, k) for c, fs in (("a7", (200000, 1400000)), ("a15", (200000, 2000000))) for f in fs for k in (1, 2))
@@ -124,11 +126,11 @@ def test_profile_on_a_fake_xu3_sweeps_clusters_and_frequencies_and_restores_them
 
 
 def test_build_py_profile_plots_an_existing_profile_and_refuses_to_measure_board_bundles(bundle, tmp_path):
-    prof, path, png = profiler().run(options(bundle, no_plot=True), log=lambda *a: None)
-    assert png is None and not os.path.exists(os.path.join(bundle, "profile.png"))
+    profiler.run(options(bundle), log=lambda *a: None)
+    assert not os.path.exists(os.path.join(bundle, "profile.png"))
     res = run_cli(["build.py", "profile", bundle])
     assert res.returncode == 0, res.stderr
-    assert os.path.isfile(os.path.join(bundle, "profile.png")) and "latency front" in res.stdout
+    assert os.path.getsize(os.path.join(bundle, "profile.png")) > 10000 and "latency front" in res.stdout
 
     board_bundle = str(tmp_path / "xu3")
     shutil.copytree(bundle, board_bundle)
@@ -140,30 +142,53 @@ def test_build_py_profile_plots_an_existing_profile_and_refuses_to_measure_board
     with open(man_path, "w") as f:
         json.dump(man, f)
     res = run_cli(["build.py", "profile", board_bundle])
-    assert res.returncode == 1 and "board_scripts/profile.py" in res.stderr and len(res.stderr.splitlines()) == 1
+    assert res.returncode == 1 and "python -m runtime profile BUNDLE" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
 
 
-def test_profile_script_runs_with_the_runtime_only(bundle, tmp_path):
+def test_build_py_profile_refuses_the_profile_of_another_bundle(bundle, tmp_path):
+    profiler.run(options(bundle, levels="1"), log=lambda *a: None)
+    other = str(tmp_path / "other")
+    shutil.copytree(bundle, other)
+    man_path = os.path.join(other, "manifest.json")
+    with open(man_path) as f:
+        man = json.load(f)
+    man["levels"][0]["test_accuracy"] = 0.123  # a retrained model: the profile's accuracies are not its own
+    with open(man_path, "w") as f:
+        json.dump(man, f)
+    res = run_cli(["build.py", "profile", other, "--plot-only"])
+    assert res.returncode == 1 and "another bundle" in res.stderr and "accuracies" in res.stderr
+    assert len(res.stderr.splitlines()) == 1 and not os.path.exists(os.path.join(other, "profile.png"))
+
+
+def test_profiler_runs_with_the_runtime_only(bundle, tmp_path):
     out = str(tmp_path / "p.json")
     code = ("import runpy, sys\n"
-            "for mod in ('torch', 'onnx', 'compile', 'matplotlib'): sys.modules[mod] = None\n"
-            "sys.argv = ['profile.py', %r, '--quick', '--runs', '10', '--out', %r]\n"
-            "runpy.run_path(%r, run_name='__main__')\n" % (bundle, out, os.path.join(ROOT, "board_scripts", "profile.py")))
+            "for mod in ('torch', 'onnx', 'compile', 'bench', 'matplotlib'): sys.modules[mod] = None\n"
+            "sys.argv = ['runtime', 'profile', %r, '--quick', '--runs', '10', '--out', %r]\n"
+            "runpy.run_module('runtime', run_name='__main__')\n" % (bundle, out))
     res = subprocess.run([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                         universal_newlines=True, cwd=str(tmp_path))
+                         universal_newlines=True, cwd=ROOT)
     assert res.returncode == 0, res.stderr
-    assert os.path.isfile(out) and "matplotlib is not installed here" in res.stdout
-    assert not os.path.exists(str(tmp_path / "p.png"))
+    assert os.path.isfile(out) and not os.path.exists(str(tmp_path / "p.png"))
 
 
-def test_profile_script_errors_are_one_line(tmp_path):
-    res = run_cli(["board_scripts/profile.py", str(tmp_path / "missing")])
-    assert res.returncode == 1 and res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1
+def test_profiler_errors_are_one_line(bundle, tmp_path):
+    for args, match in (([str(tmp_path / "missing")], "does not exist"),
+                        ([bundle, "--threads", "a,b"], "--threads"), ([bundle, "--levels", "0"], "--levels"),
+                        ([bundle, "--levels", "9"], "not in this bundle"), ([bundle, "--runs", "2"], "--runs"),
+                        ([bundle, "--out", str(tmp_path / "no" / "p.json")], "does not exist")):
+        res = run_cli(["-m", "runtime", "profile"] + args + ["--quick"])
+        lines = [l for l in res.stderr.splitlines() if not l.startswith("INFO:")]  # TFLite's own banner
+        assert res.returncode == 1 and len(lines) == 1 and lines[0].startswith("error: ") and match in lines[0], \
+            res.stderr
+    assert not os.path.exists(os.path.join(bundle, "profile.json")), "a refused run writes nothing"
 
 
-def test_profile_script_is_python_3_6_compatible():
+def test_profiler_and_manager_are_python_3_6_compatible():
     vermin = os.path.join(os.path.dirname(sys.executable), "vermin")
     res = subprocess.run([vermin, "-q", "--no-tips", "-t=3.6-", "--violations", "--eval-annotations",
-                          os.path.join(ROOT, "board_scripts", "profile.py")], stdout=subprocess.PIPE,
+                          os.path.join(ROOT, "runtime", "profiler.py"), os.path.join(ROOT, "runtime", "manager"),
+                          os.path.join(ROOT, "runtime", "profile_schema.py")], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True)
     assert res.stdout.strip() == "", res.stdout
