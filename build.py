@@ -22,12 +22,13 @@ def cmd_train(args):
     from compile.train import Trainer, default_config
     cfg = default_config(scheme=args.scheme, arch=args.arch, groups=args.groups, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
-                         own_loss_weight=args.own_loss_weight, threads=args.threads)
+                         own_loss_weight=args.own_loss_weight, threads=args.threads,
+                         group_widths=args.group_widths, combine=args.combine)
     out = args.out or {"grouped": os.path.join("artifacts", "default"),
                        "dense": os.path.join("artifacts", "baselines", "dense"),
                        "static": os.path.join("artifacts", "baselines", "static")}[cfg["scheme"]]
     run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)) + "-" + cfg["scheme"])
-    data = load_dataset(args.data, args.dataset, cfg["input_size"])
+    data = load_dataset(args.data, args.dataset, cfg["input_size"], args.channels, args.cache_dir, args.cache)
     print("data: %s, %d train / %d test images, %d classes; run dir %s; output %s" % (
         data.kind, len(data.train_x), len(data.test_x), len(data.classes), run_dir, out))
     path = Trainer(cfg, data, run_dir, out, progress=not args.no_progress).run()
@@ -35,21 +36,49 @@ def cmd_train(args):
     return 0
 
 
-def cmd_info(args):
-    from compile.checkpoint import load_checkpoint
+def _print_layers(spec, size, chans, classes, widths):
     from compile.arch import layer_table
+    for w in sorted(set(widths)):
+        print("\nlayers of one group path at width %g (per image, %dx%dx%d input):" % (w, chans, size, size))
+        print("%-11s %5s %5s %6s %6s %5s %9s %10s" % ("layer", "in", "out", "kernel", "stride", "HxW", "params", "MACs"))
+        for r in layer_table(spec, size, chans, classes, w):
+            print("%-11s %5d %5d %6s %6d %5d %9d %10d" % (r["layer"], r["in"], r["out"], r["kernel"] or "-",
+                                                         r["stride"], r["hw"], r["params"], r["macs"]))
+
+
+def cmd_archs(args):
+    from compile.arch import builtin_names, level_costs, load_spec
+    print("%-16s %9s %8s  %s" % ("architecture", "params", "MMACs", "(one group path at width 1, %dx%d input)"
+                                 % (args.input_size, args.input_size)))
+    for name in builtin_names():
+        spec = load_spec(name)
+        c = level_costs(spec, [1.0], args.input_size, args.channels, args.classes)[0]
+        print("%-16s %9d %8.2f  %s" % (name, c["params"], c["macs"] / 1e6, spec["description"].split(". ")[0]))
+        if args.layers:
+            _print_layers(spec, args.input_size, args.channels, args.classes, [1.0])
+            print()
+    print("\nTrain one with: python build.py train --arch NAME (or --arch PATH.json: docs/architectures.md)")
+    return 0
+
+
+def cmd_info(args):
+    from compile.arch import spec_of, widths_of
+    from compile.checkpoint import load_checkpoint
+    if args.archs:
+        return cmd_archs(args)
     model, meta = load_checkpoint(args.checkpoint)
     print("%s: %s, %s, %d groups, %d classes, input %dx%d" % (
         args.checkpoint, meta["scheme"], meta["arch"], meta["groups"], meta["num_classes"],
         meta["input"]["size"], meta["input"]["size"]))
-    print("%-6s %10s %10s %9s" % ("level", "params", "MMACs", "test acc"))
-    for lv in meta["levels"]:
-        print("%-6d %10d %10.2f %8.2f%%" % (lv["level"], lv["params"], lv["macs"] / 1e6, 100 * lv["test_accuracy"]))
+    print("group widths %s; combine %s" % (",".join("%g" % w for w in widths_of(meta)), meta.get("combine", "mean")))
+    print("%-6s %10s %10s %8s %9s  %s" % ("level", "params", "MMACs", "x L1", "test acc", "weights"))
+    m1 = float(meta["levels"][0]["macs"])
+    for lv, w in zip(meta["levels"], model.level_weights[meta["levels"][0]["level"] - 1:]):
+        print("%-6d %10d %10.2f %8.2f %8.2f%%  %s" % (lv["level"], lv["params"], lv["macs"] / 1e6, lv["macs"] / m1,
+                                                     100 * lv["test_accuracy"], " ".join("%.3f" % v for v in w)))
     if args.layers:
-        print("\nlayers of one group path (per image):")
-        print("%-6s %5s %5s %6s %5s %9s %10s" % ("layer", "in", "out", "kernel", "HxW", "params", "MACs"))
-        for r in layer_table(meta["arch"], meta["input"]["size"], meta["input"]["channels"], meta["num_classes"]):
-            print("%-6s %5d %5d %6s %5d %9d %10d" % (r[0], r[1], r[2], r[3] or "-", r[4], r[5], r[6]))
+        _print_layers(spec_of(meta), meta["input"]["size"], meta["input"]["channels"], meta["num_classes"],
+                      widths_of(meta))
     return 0
 
 
@@ -67,10 +96,12 @@ def cmd_build(args):
     from compile.validate import check_replaceable, parse_batch_sizes
     # refused here in a fraction of a second, before the compiler (and torch) is imported; build_bundle
     # checks the same again for its other callers
+    from compile.checkpoint import read_meta
     batch = parse_batch_sizes(args.batch_sizes)
     target = get_target(args.target)
     out = os.path.abspath(args.out or os.path.join("artifacts", target["name"]))
     check_replaceable(out)
+    read_meta(args.checkpoint)
     from compile.bundle import build_bundle
     print("building %s from %s" % (args.target, args.checkpoint))
     out, man = build_bundle(args.checkpoint, args.target, out, args.data, batch)
@@ -130,7 +161,21 @@ def build_parser(argv=()):
     t.add_argument("--scheme", choices=("grouped", "dense", "static"), default="grouped",
                    help="grouped: incremental group training (default); dense: Tann et al. 2016 baseline; "
                         "static: one model per width trained from scratch")
-    t.add_argument("--arch", default=None, metavar="NAME", help="group path architecture (default alexnet-cifar; python build.py info --layers shows its layer table)")
+    t.add_argument("--arch", default=None, metavar="NAME|PATH.json",
+                   help="group path: a built-in (python build.py info --archs) or a spec file (docs/architectures.md); "
+                        "default alexnet-cifar")
+    t.add_argument("--group-widths", default=None, metavar="W,W,..",
+                   help="channel multiplier of each group's path, e.g. 1,1,1.5,2 (default all 1)")
+    t.add_argument("--combine", choices=("mean", "fitted"), default=None,
+                   help="level k's weights over groups 1..k: mean (1/k, default) or fitted after step k on a "
+                        "held-out 10%% of the training set")
+    t.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                   help="image channels of an image-folder set (default: 1 if its first image is grey, else 3)")
+    t.add_argument("--cache-dir", default=os.path.join("runs", "data-cache"), metavar="DIR",
+                   help="where a decoded uint8 copy of a large image-folder set is kept (default %(default)s)")
+    t.add_argument("--cache", choices=("auto", "always", "never"), default="auto",
+                   help="decode the image folder into --cache-dir and memory-map it: auto = when its float copy "
+                        "would exceed a quarter of RAM (default auto)")
     t.add_argument("--groups", type=int, default=None, metavar="G", help="number of groups G, 2-8 (default 4)")
     t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per incremental step (default 10)")
     t.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per training step (default 128)")
@@ -160,7 +205,11 @@ def build_parser(argv=()):
 
     i = sub.add_parser("info", help="print a checkpoint's levels: parameters, MACs and accuracy")
     i.add_argument("checkpoint", nargs="?", default=DEFAULT_CKPT, help="default " + DEFAULT_CKPT)
-    i.add_argument("--layers", action="store_true", help="also print the layer table of one group path")
+    i.add_argument("--layers", action="store_true", help="also print the layer table of each group width")
+    i.add_argument("--archs", action="store_true", help="list the built-in architectures with their cost")
+    i.add_argument("--input-size", type=int, default=32, metavar="PX", help="with --archs: image size (default 32)")
+    i.add_argument("--channels", type=int, choices=(1, 3), default=3, help="with --archs: image channels")
+    i.add_argument("--classes", type=int, default=10, metavar="N", help="with --archs: number of classes")
     i.set_defaults(func=cmd_info)
     return p
 
@@ -173,7 +222,7 @@ def main(argv=None):
     if not getattr(args, "func", None):
         if args.list_targets:
             args.func = cmd_list_targets
-        elif args.target:
+        elif args.target is not None:
             args.func = cmd_build
         else:
             parser.print_help()

@@ -17,6 +17,7 @@ import torch
 
 import compile
 from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file, umask_mode
+from compile.validate import check_batch_sizes, check_replaceable
 from compile.data import Normalizer
 from compile.fold_bn import deploy_paths
 from compile.errors import UserError
@@ -53,11 +54,7 @@ def _versions():
 
 def _prepare_out(out_dir):
     out_dir = os.path.abspath(out_dir)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError("output %s exists and is not a directory; choose another --out" % out_dir)
-    if os.path.isdir(out_dir) and os.listdir(out_dir) and not os.path.isfile(os.path.join(out_dir, "manifest.json")):
-        raise UserError("output %s is a non-empty directory that is not a bundle; refusing to replace it "
-                        "(choose another --out or empty it)" % out_dir)
+    check_replaceable(out_dir)  # only an empty directory or one of our own bundles is ever replaced
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
@@ -69,6 +66,7 @@ def _prepare_out(out_dir):
 
 
 def _swap_in(tmp, out_dir):
+    check_replaceable(out_dir)  # again: the build took a while and someone may have put files there
     old = None
     if os.path.isdir(out_dir):
         old = out_dir + ".old-%d" % os.getpid()
@@ -93,7 +91,15 @@ def _check_onnx(path, golden, levels):
         _agree("ONNX (onnxruntime)", k, got, golden["level%d" % k])
 
 
-def _check_tflite(path, golden, levels, signatures, level_scale):
+def combine_levels(contrib, k, level_weights):
+    """Level k from group contributions as the runtime combines them: the uniform mean as sum times 1/k
+    (the shipped engines' arithmetic), otherwise the level's weights (manifest model.level_weights)."""
+    if level_weights is None:
+        return sum(contrib[:k]) * np.float32(1.0 / k)
+    return sum(c * np.float32(w) for c, w in zip(contrib[:k], level_weights[k - 1]))
+
+
+def _check_tflite(path, golden, levels, signatures, level_weights):
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_path=path, num_threads=1)
     x = golden["input"]
@@ -107,7 +113,7 @@ def _check_tflite(path, golden, levels, signatures, level_scale):
         name = list(runner.get_input_details())[0]
         contrib.append(np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))]))
     for k in levels:
-        _agree("TFLite (LiteRT)", k, sum(contrib[:k]) * level_scale[k - 1], golden["level%d" % k])
+        _agree("TFLite (LiteRT)", k, combine_levels(contrib, k, level_weights), golden["level%d" % k])
 
 
 def _agree(what, level, got, want):
@@ -115,6 +121,21 @@ def _agree(what, level, got, want):
     if not np.allclose(got, want, atol=ATOL, rtol=ATOL):
         raise UserError("%s output of level %d differs from PyTorch by %.3g (tolerance %g); the engine is "
                         "wrong, not shipping it" % (what, level, err, ATOL))
+
+
+def _model_costs(model, meta, weights):
+    """The manifest's combination fields: level_weights (G lists, list k-1 = level k's k weights) is what
+    a reader applies; level_scale (1/k) stays for readers of uniform bundles (runtime/bundle.level_weights
+    checks both); `uniform` says whether they agree."""
+    return {"level_weights": model.level_weights, "level_scale": [1.0 / k for k in range(1, model.num_groups + 1)],
+            "uniform_weights": weights is None, "group_widths": model.widths}
+
+
+def _levels(meta, model, size, chans, classes):
+    """The checkpoint's levels with params, MACs and the MAC-implied dynamic range from the spec's table."""
+    from compile.arch import level_costs
+    costs = {r["level"]: r for r in level_costs(model.spec, model.widths, size, chans, classes)}
+    return [dict(lv, **{k: costs[lv["level"]][k] for k in ("params", "macs", "macs_ratio")}) for lv in meta["levels"]]
 
 
 def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_sizes=None, log=print):
@@ -129,14 +150,13 @@ def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_siz
     if levels != list(range(1, G + 1)):
         raise UserError("%s records levels %s; a bundle needs every level 1..%d (a static baseline checkpoint "
                         "has only its own width)" % (ckpt_path, levels, G))
-    batch_sizes = sorted(set(batch_sizes or target["batch_sizes"]))
-    if 1 not in batch_sizes:
-        raise UserError("batch sizes %s must include 1" % batch_sizes)
+    batch_sizes = check_batch_sizes(list(batch_sizes or target["batch_sizes"]), "batch sizes")
     out_dir, tmp = _prepare_out(out_dir or os.path.join("artifacts", target["name"]))
     try:
         manifest = _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log)
         manifest["build_seconds"] = round(time.time() - t_start, 2)
-        atomic_write_bytes(os.path.join(tmp, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode())
+        atomic_write_bytes(os.path.join(tmp, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode(),
+                           umask_mode())
         _swap_in(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -148,7 +168,9 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
     from compile import emit_onnx, emit_tflite
     import onnx
     in_shape = (chans, size, size)
-    level_scale = [float(s) for s in meta["level_scale"]]
+    level_scale = [1.0 / k for k in range(1, G + 1)]
+    weights = None if model.is_uniform() else model.level_weights  # None: the uniform graph of old bundles
+    opset, ir_version = emit_onnx.target_opset(target)
     norm = meta["input"]
     engines, timings = {}, {}
 
@@ -157,11 +179,15 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
     np.savez(os.path.join(tmp, "golden.npz"), **golden)
 
     t = time.time()
-    group_models = [emit_onnx.export_path(p, in_shape) for p in paths]
-    all_levels = emit_onnx.compose_levels(group_models, level_scale, C, in_shape)
+    group_models = [emit_onnx.export_path(p, in_shape, opset, ir_version) for p in paths]
+    all_levels = emit_onnx.compose_levels(group_models, level_scale, C, in_shape, weights)
+    if target["engine"] == "tensorrt":  # refuse here what the board's ONNX parser would refuse
+        from compile.trt_onnx_check import check_models
+        check_models([("model.onnx", all_levels)] + [("groups/group%d.onnx" % g, gm)
+                                                     for g, gm in enumerate(group_models, 1)], target["name"])
     onnx.save(all_levels, os.path.join(tmp, "model.onnx"))
     _check_onnx(os.path.join(tmp, "model.onnx"), golden, range(1, G + 1))
-    engines["onnx"] = {"file": "model.onnx", "opset": emit_onnx.OPSET, "level_input": "level",
+    engines["onnx"] = {"file": "model.onnx", "opset": opset, "ir_version": all_levels.ir_version, "level_input": "level",
                        "level_dtype": "int32", "input": "input", "output": "logits"}
     timings["onnx_seconds"] = round(time.time() - t, 2)
     log("  onnx      model.onnx: all %d levels, If per group (%.1fs)" % (G, timings["onnx_seconds"]))
@@ -181,7 +207,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
         sigs, _ = emit_tflite.emit_grouped(paths, in_shape, batch_sizes, os.path.join(tmp, "model.tflite"))
         ops = emit_tflite.read_operators(os.path.join(tmp, "model.tflite"))
         need = emit_tflite.check_runtime(ops, target)
-        _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, level_scale)
+        _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, weights)
         timings["tflite_seconds"] = round(time.time() - t, 2)
         engines["tflite"] = {
             "file": "model.tflite", "form": "signature-per-group", "batch_sizes": batch_sizes,
@@ -202,12 +228,12 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
     return {
         "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
         "target": target,
-        "model": {"arch": meta["arch"], "scheme": meta["scheme"], "groups": G, "num_classes": C,
+        "model": dict(_model_costs(model, meta, weights), **{
+                  "arch": meta["arch"], "scheme": meta["scheme"], "groups": G, "num_classes": C,
                   "class_names": meta.get("class_names"), "combine": meta.get("combine", "mean"),
-                  "level_scale": level_scale,
                   "checkpoint": {"file": os.path.basename(ckpt_path), "sha256": meta["tensors"]["sha256"],
-                                 "data_fingerprint": meta.get("data", {}).get("fingerprint")}},
-        "levels": meta["levels"],
+                                 "data_fingerprint": meta.get("data", {}).get("fingerprint")}}),
+        "levels": _levels(meta, model, size, chans, C),
         "input": {"name": "input", "shape": [None, chans, size, size], "dtype": "float32", "layout": "NCHW",
                   "image": {"dtype": "uint8", "layout": "NHWC", "size": size, "color": norm.get("color", "RGB")},
                   "normalisation": {"scale": norm.get("scale", 1 / 255.0), "mean": norm["mean"], "std": norm["std"],

@@ -7,12 +7,8 @@ It also holds the sha256 of the tensor file, which catches a truncated, corrupt 
 import json
 import os
 
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
-
 from compile.arch import spec_of, widths_of
 from compile.errors import UserError
-from compile.model import build_model
 from compile.validate import SCHEMES, check_sidecar, check_tensor_header  # noqa: F401 - SCHEMES re-exported
 from runtime.bundle import atomic_write_bytes, sha256_file  # the project's one writer and checksum
 
@@ -42,6 +38,7 @@ def umask_mode(base=0o666):
 
 def atomic_save_tensors(tensors, path, metadata=None):
     # serialised in memory (checkpoints are a few MB) so that the one atomic writer writes it
+    from safetensors.torch import save
     data = save({k: v.detach().contiguous() for k, v in tensors.items()}, metadata=metadata)
     atomic_write_bytes(path, data, umask_mode())  # artifacts are for everyone to read, as open() would make
 
@@ -83,6 +80,10 @@ def load_checkpoint(path, verify=True):
         raise UserError("checkpoint %s does not exist (train one with: python build.py train, or use "
                         "artifacts/default/model.safetensors)" % path)
     meta = read_meta(path)
+    # torch is imported only now: a bad checkpoint path or sidecar is refused in a fraction of a second
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+    from compile.model import build_model
     if verify:
         digest = sha256_file(path)
         if digest != meta.get("tensors", {}).get("sha256"):

@@ -46,7 +46,7 @@ def detect_channels(path):
     try:
         with Image.open(path) as im:
             return 1 if im.mode in GREY_MODES else 3
-    except OSError as exc:
+    except (OSError, Image.DecompressionBombError) as exc:
         raise UserError("cannot read image %s (%s); remove it or replace it" % (path, exc))
 
 

@@ -6,6 +6,7 @@ from compile.errors import UserError
 from compile.validate import check_target
 
 TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
+DATA_FILES = ("tflite_op_versions.json", "tensorrt82_onnx_ops.json")  # tables, not targets
 
 
 def _read(path):
@@ -19,7 +20,7 @@ def _read(path):
 
 def list_targets():
     return [_read(os.path.join(TARGET_DIR, f)) for f in sorted(os.listdir(TARGET_DIR))
-            if f.endswith(".json") and f != "tflite_op_versions.json"]
+            if f.endswith(".json") and f not in DATA_FILES]
 
 
 def get_target(name):

@@ -13,6 +13,8 @@ re-running the same command after a kill continues from the last finished epoch.
 import json
 import math
 import os
+import subprocess
+import sys
 import time
 
 import torch
@@ -20,20 +22,22 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 import compile
-from compile.arch import layer_table
-from compile.checkpoint import atomic_save_tensors, atomic_write_bytes, save_checkpoint
+from compile.arch import layer_table, load_spec, parse_widths
+from compile.checkpoint import atomic_save_tensors, atomic_write_bytes, save_checkpoint, umask_mode
 from compile.data import Normalizer, augment, channel_stats
 from compile.errors import UserError
+from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.model import GroupedNet, build_model, count_macs, count_params
+from compile.validate import check_loss, check_recipe, read_run_state, read_run_tensors
 
 RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-               "label_smoothing", "own_loss_weight", "seed", "input_size")
+               "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine")
 
 
 def default_config(**over):
     cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
-               input_size=32, threads=None)
+               input_size=32, threads=None, group_widths=None, combine="mean")
     for k, v in over.items():
         if v is not None:
             cfg[k] = v
@@ -43,7 +47,15 @@ def default_config(**over):
         raise UserError("--groups must be between 1 and 8, got %s" % cfg["groups"])
     if int(cfg["epochs"]) < 1:
         raise UserError("--epochs must be at least 1, got %s" % cfg["epochs"])
-    return cfg
+    cfg["arch_spec"] = load_spec(cfg["arch"])  # a built-in name or a spec file; one-line error if malformed
+    cfg["group_widths"] = parse_widths(cfg["group_widths"], 1 if cfg["scheme"] == "static" else int(cfg["groups"]))
+    if cfg["scheme"] == "static" and cfg["group_widths"] != [1.0]:
+        raise UserError("--group-widths is for grouped and dense models; a static baseline has one width per run")
+    if cfg["combine"] not in COMBINES:
+        raise UserError("--combine must be one of %s, got %r" % (", ".join(COMBINES), cfg["combine"]))
+    if cfg["combine"] != "mean" and cfg["scheme"] == "static":
+        raise UserError("--combine fitted needs incremental groups (--scheme grouped or dense)")
+    return check_recipe(cfg)
 
 
 def one_cycle_lr(it, total, max_lr, pct=0.3, div=25.0, final_div=1e4):
@@ -61,19 +73,14 @@ def _stage_seed(seed, stage, epoch=None):
 
 
 def _code_version():
-    head = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), ".git", "HEAD")
-    rev = None
+    """The package version and the commit (git rev-parse; None outside a checkout or without git)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     try:
-        with open(head) as f:
-            ref = f.read().strip()
-        if ref.startswith("ref:"):
-            with open(os.path.join(os.path.dirname(head), ref[5:])) as f:
-                rev = f.read().strip()
-        else:
-            rev = ref
-    except OSError:
-        pass
-    return {"package": compile.__version__, "git": rev}
+        rev = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL, universal_newlines=True, timeout=10, check=True).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = None
+    return {"package": compile.__version__, "git": rev or None}
 
 
 class Trainer(object):
@@ -81,10 +88,12 @@ class Trainer(object):
         self.cfg, self.data, self.run_dir, self.out_dir = cfg, data, run_dir, out_dir
         self.log, self.progress = log, progress
         self.G = int(cfg["groups"])
+        self.channels = int(data.train_x.shape[1])
+        # --combine fitted holds a fixed slice of the training set out of training to fit level weights on
+        self.train_idx, self.hold_idx = holdout_split(data, cfg["combine"], cfg["seed"])
         mean, std = channel_stats(data.train_x)
         self.norm_stats = (mean, std)
         self.norm = Normalizer(mean, std)
-        self.test_x = self.norm(data.test_x).contiguous(memory_format=torch.channels_last)
         self.num_classes = len(data.classes)
 
     # ---- run-dir state ---------------------------------------------------------------------------
@@ -99,11 +108,7 @@ class Trainer(object):
         if not os.path.isfile(jpath):
             return {"recipe": self._recipe(), "data": self.data.fingerprint, "stage": 1, "epoch": 0,
                     "history": [], "stage_seconds": {}, "done": []}, None
-        try:
-            with open(jpath) as f:
-                st = json.load(f)
-        except ValueError as exc:
-            raise UserError("%s is corrupt (%s); delete the run directory to start over" % (jpath, exc))
+        st = read_run_state(jpath, self.run_dir)
         if st.get("recipe") != self._recipe():
             diff = sorted(k for k in RECIPE_KEYS if st.get("recipe", {}).get(k) != self.cfg[k])
             raise UserError("run directory %s was started with different settings (%s); pass the same flags "
@@ -113,8 +118,7 @@ class Trainer(object):
                             % self.run_dir)
         tensors = None
         if os.path.isfile(tpath):
-            from safetensors.torch import load_file
-            tensors = load_file(tpath)
+            tensors = read_run_tensors(tpath, self.run_dir)
         return st, tensors
 
     def _save_state(self, st, model, opt):
@@ -128,13 +132,15 @@ class Trainer(object):
                 if buf is not None:
                     tensors["momentum." + names[id(p)]] = buf
         atomic_save_tensors(tensors, tpath)
-        atomic_write_bytes(jpath, (json.dumps(st, indent=1) + "\n").encode())
+        atomic_write_bytes(jpath, (json.dumps(st, indent=1) + "\n").encode(), umask_mode())
 
     # ---- models per stage ------------------------------------------------------------------------
     def _new_model(self, stage):
         torch.manual_seed(_stage_seed(self.cfg["seed"], stage if self.cfg["scheme"] == "static" else 0))
-        groups = stage if self.cfg["scheme"] == "static" else self.G
-        model = build_model(self.cfg["scheme"], self.cfg["arch"], groups, self.num_classes, self.cfg["input_size"])
+        static = self.cfg["scheme"] == "static"
+        groups = stage if static else self.G
+        model = build_model(self.cfg["scheme"], self.cfg["arch_spec"], groups, self.num_classes, self.cfg["input_size"],
+                            self.channels, None if static else self.cfg["group_widths"])
         return model.to(memory_format=torch.channels_last)
 
     def _trainable(self, model, stage):
@@ -175,12 +181,13 @@ class Trainer(object):
         """Test accuracy of levels 1..upto (fractions)."""
         model.eval()
         correct = torch.zeros(upto)
-        for i in range(0, len(self.test_x), 1000):
-            outs = model.all_levels(self.test_x[i:i + 1000], upto)
-            y = self.data.test_y[i:i + 1000]
+        for i in range(0, len(self.data.test_x), 500):  # normalised per chunk: the set may be a disk cache
+            x = self.norm(self.data.test_x[i:i + 500]).contiguous(memory_format=torch.channels_last)
+            outs = model.all_levels(x, upto)
+            y = self.data.test_y[i:i + 500]
             for k, o in enumerate(outs):
                 correct[k] += (o.argmax(1) == y).sum()
-        return (correct / len(self.test_x)).tolist()
+        return (correct / len(self.data.test_x)).tolist()
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self):
@@ -195,10 +202,12 @@ class Trainer(object):
         elif cfg["scheme"] != "static" and tensors is not None:
             model = self._new_model(self.G)
             model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+        if model is not None and st.get("level_weights"):
+            model.level_weights = st["level_weights"]  # weights fitted by the steps already finished
         if st["stage"] > 1 or st["epoch"] > 0:
             self.log("resuming %s from step %d, epoch %d (run dir %s)" % (cfg["scheme"], st["stage"], st["epoch"],
                                                                         self.run_dir))
-        n = len(self.data.train_x)
+        n = len(self.data.train_x) if self.train_idx is None else len(self.train_idx)
         steps_per_epoch = n // cfg["batch_size"]  # drop the ragged last batch: same cost every epoch
         if steps_per_epoch < 1:
             raise UserError("the training set has %d images, fewer than one batch of %d; lower --batch-size"
@@ -224,10 +233,12 @@ class Trainer(object):
                 perm = torch.randperm(n, generator=gen)
                 bar = tqdm(range(steps_per_epoch), desc="%s step %d/%d epoch %d/%d" % (
                     cfg["scheme"], stage, self.G, epoch + 1, cfg["epochs"]), leave=False,
-                    disable=not self.progress, dynamic_ncols=True)
+                    disable=not (self.progress and sys.stderr.isatty()),  # a pipe or log gets the epoch line only
+                    dynamic_ncols=True)
                 loss_sum, hits, seen = 0.0, 0, 0
                 for i in bar:
                     idx = perm[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
+                    idx = idx if self.train_idx is None else self.train_idx[idx]
                     x = augment(self.norm(self.data.train_x[idx]), gen).contiguous(memory_format=torch.channels_last)
                     y = self.data.train_y[idx]
                     lr = one_cycle_lr(epoch * steps_per_epoch + i, total_it, cfg["lr"])
@@ -242,6 +253,7 @@ class Trainer(object):
                     loss.backward()
                     opt.step()
                     loss_sum += loss.item() * len(y)
+                    check_loss(loss_sum, "step %d epoch %d batch %d" % (stage, epoch + 1, i + 1), self.run_dir)
                     hits += (out.argmax(1) == y).sum().item()
                     seen += len(y)
                     if i % 20 == 0:
@@ -263,6 +275,8 @@ class Trainer(object):
                 self._save_state(st, model, opt)
             if cfg["scheme"] == "static":
                 self._write_static(model, stage, st)
+            else:
+                self._fit_level(model, stage, st)
             st["stage"], st["epoch"] = stage + 1, 0
             st["done"].append(stage)
             self._save_state(st, model, opt)
@@ -270,26 +284,38 @@ class Trainer(object):
             return self._write_final(model, st)
         return os.path.join(self.out_dir, "width-%d" % self.G, "model.safetensors")
 
+    def _fit_level(self, model, stage, st):
+        """Choose level `stage`'s combination weights now, so that later steps never change them."""
+        if self.cfg["combine"] == "fitted":
+            model.level_weights[stage - 1] = fit_level_weights(model, stage, self.norm, self.data.train_x,
+                                                               self.data.train_y, self.hold_idx)
+            self.log("level %d weights (fitted on %d held-out images): %s" % (
+                stage, len(self.hold_idx), " ".join("%.3f" % w for w in model.level_weights[stage - 1])))
+        st["level_weights"] = model.level_weights
+
     # ---- outputs ---------------------------------------------------------------------------------
     def _meta(self, model, st, levels):
         mean, std = self.norm_stats
         secs = {int(k): v for k, v in st["stage_seconds"].items()}
         return {
-            "scheme": self.cfg["scheme"], "arch": self.cfg["arch"], "groups": model.num_groups,
-            "num_classes": self.num_classes, "class_names": self.data.classes,
-            "combine": "mean", "level_scale": [model.level_scale(k) for k in range(1, model.num_groups + 1)],
-            "input": {"size": self.cfg["input_size"], "channels": 3, "layout": "NCHW", "color": "RGB",
+            "scheme": self.cfg["scheme"], "arch": model.arch, "arch_spec": model.spec, "groups": model.num_groups,
+            "group_widths": model.widths, "num_classes": self.num_classes, "class_names": self.data.classes,
+            "combine": self.cfg["combine"], "level_weights": model.level_weights,
+            # the training loss's mean combination; what old readers of uniform checkpoints apply
+            "level_scale": [model.level_scale(k) for k in range(1, model.num_groups + 1)],
+            "input": {"size": self.cfg["input_size"], "channels": self.channels, "layout": "NCHW",
+                      "color": "RGB" if self.channels == 3 else "L",
                       "dtype": "float32", "scale": 1 / 255.0, "mean": mean, "std": std,
                       "formula": "(uint8 / 255 - mean) / std, per channel"},
-            "layer_table_per_group": [dict(zip(("layer", "in", "out", "kernel", "hw", "params", "macs"), r))
-                                      for r in layer_table(self.cfg["arch"], self.cfg["input_size"], 3,
-                                                           self.num_classes)],
+            "layer_tables": {str(w): layer_table(model.spec, self.cfg["input_size"], self.channels,
+                                                 self.num_classes, w) for w in sorted(set(model.widths))},
             "levels": levels,
             "training": {"recipe": self._recipe(), "seconds_per_step": secs,
                          "total_seconds": sum(secs.values()), "history": st["history"],
                          "torch": torch.__version__, "threads": torch.get_num_threads()},
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
-                     "train_images": len(self.data.train_x), "test_images": len(self.data.test_x)},
+                     "train_images": len(self.data.train_x) - len(self.hold_idx),
+                     "test_images": len(self.data.test_x), "held_out_images": len(self.hold_idx)},
             "code_version": _code_version(),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }
@@ -297,8 +323,13 @@ class Trainer(object):
     def _levels(self, model, only=None):
         accs = self.evaluate(model, model.num_groups)
         ks = [only] if only else range(1, model.num_groups + 1)
-        return [{"level": k, "params": count_params(model, k), "macs": count_macs(model, k, self.cfg["input_size"]),
-                 "test_accuracy": round(accs[k - 1], 6)} for k in ks]
+        m1 = count_macs(model, 1, self.cfg["input_size"], self.channels)
+        rows = []
+        for k in ks:
+            macs = count_macs(model, k, self.cfg["input_size"], self.channels)
+            rows.append({"level": k, "params": count_params(model, k), "macs": macs,
+                         "macs_ratio": round(macs / float(m1), 4), "test_accuracy": round(accs[k - 1], 6)})
+        return rows
 
     def _write_final(self, model, st):
         model = model.to(memory_format=torch.contiguous_format)
@@ -341,4 +372,4 @@ def write_summary(meta, path):
         lines.append("| %d | %d | %.3f | %.2f%% | %s | %.0f |" % (
             h["step"], h["epoch"], h["loss"], 100 * h["train_acc"],
             " / ".join("%.2f" % (100 * a) for a in h["test_acc"]), h["seconds"]))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
+    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode(), umask_mode())

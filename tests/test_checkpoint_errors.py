@@ -49,7 +49,7 @@ def test_checkpoint_that_is_not_safetensors_is_rejected_without_unpickling(tiny_
 def test_sidecar_from_another_model_is_a_mismatch(tiny_ckpt, tmp_path):
     p = _copy(tiny_ckpt, tmp_path)
     meta = json.load(open(p[:-12] + ".json"))
-    meta["groups"] = 5
+    meta["groups"], meta["level_scale"] = 5, [1.0 / k for k in range(1, 6)]  # a consistent 5-group sidecar
     json.dump(meta, open(p[:-12] + ".json", "w"))
     with pytest.raises(UserError, match="does not fit the model"):
         load_checkpoint(p)
