@@ -53,6 +53,17 @@ def atomic_write_json(path, doc, mode=0o644):
     atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8"), mode)
 
 
+def read_json(path, fix, error=RuntimeUserError):
+    """The JSON document in `path`; unreadable, undecodable or invalid JSON is one line ending in `fix`.
+    For every JSON file the project reads (manifest, engine record, profile, board and state files)."""
+    try:
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise error("%s cannot be read as JSON (%s); %s"
+                    % (path, " ".join(str(exc).split()) or type(exc).__name__, fix))
+
+
 def read_manifest(bundle_dir):
     """The bundle's manifest, checked once here against runtime/manifest_schema.py (one-line errors)."""
     path = os.path.join(bundle_dir, "manifest.json")
@@ -62,12 +73,7 @@ def read_manifest(bundle_dir):
     if not os.path.isfile(path):
         raise RuntimeUserError("%s has no manifest.json; it is not a bundle (build one with: "
                                "python build.py --target NAME)" % bundle_dir)
-    try:
-        with open(path, "rb") as f:
-            man = json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RuntimeUserError("%s cannot be read as JSON (%s); rebuild or re-deploy the bundle"
-                               % (path, str(exc).splitlines()[0] if str(exc) else type(exc).__name__))
+    man = read_json(path, "rebuild or re-deploy the bundle")
     if not isinstance(man, dict) or man.get("schema") != SCHEMA:
         raise RuntimeUserError("%s is not a dynn bundle manifest (schema %r); point at a directory made by "
                                "python build.py --target NAME" % (path, man.get("schema") if isinstance(man, dict)

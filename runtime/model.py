@@ -1,9 +1,9 @@
 """The object a board application holds: one bundle, every level ready, switchable in microseconds.
 
-Thread safety (docs/runtime.md): one Model may be shared by any number of threads. Calls into an engine
-that is not thread-safe itself (TFLite: its signature runners share tensors) are serialised by one lock per
-Model; set_threads swaps interpreters under the same lock, so it never races an infer; close waits for
-calls in flight, and every call after it fails with one line.
+Thread safety (docs/runtime.md): one Model may be shared by any number of threads. TFLite and ONNX Runtime
+backends are safe by themselves (one interpreter per calling thread; one session); calls into an engine
+that is not (Backend.thread_safe False) are serialised by one lock per Model, which set_threads and close
+also take. After close every call fails with one line.
 """
 import numbers
 import os
