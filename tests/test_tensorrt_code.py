@@ -331,6 +331,8 @@ def fake_tensorrt(version, dev, fail_kinds=(), fail_on_build=None, parse_errors=
             self.shapes = {}
 
         def set_shape(self, name, lo, opt, hi):
+            if error_in == "set_shape":
+                raise ValueError("simulated: min, opt and max\nare not ordered")
             trt.log.append(("set_shape", (name, tuple(lo), tuple(opt), tuple(hi))))
             self.shapes[name] = [list(lo), list(opt), list(hi)]
 
@@ -682,6 +684,15 @@ def test_if_build_when_it_works(bundle, use_trt):
     assert read_record(bundle)["engines"] == ["model.plan"] and engine_files(bundle) == ["engine.json", "model.plan"]
 
 
+def test_tensorrt_exception_while_building_is_one_line(bundle, use_trt, capsys):
+    use_trt("8.2.1.8", error_in="set_shape")
+    assert cli("trt-build", bundle) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: TensorRT failed while building groups/group1.plan from groups/group1.onnx: ValueError: "
+                   "simulated: min, opt and max are not ordered"]
+    assert engine_files(bundle) == []
+
+
 def test_failed_second_group_leaves_nothing_behind(bundle, use_trt, capsys):
     trt = use_trt("8.2.1.8", fail_on_build=2)
     assert cli("trt-build", bundle) == 1
@@ -814,11 +825,14 @@ def test_old_record_without_profiles_is_refused_with_the_rebuild_command(bundle,
     ("pycuda-broken", "pycuda is installed but failed to import (libcuda.so.1: cannot open"),
     ("alloc", "TensorRT could not open the engine in"),
     ("shape", "TensorRT refused batch 1 for groups/group1.plan"),
+    ("execute", "TensorRT failed to run groups/group1.plan: RuntimeError: simulated TensorRT exception"),
 ])
 def test_load_failures_are_one_line_and_runtime_load_falls_back_to_onnx(bundle, use_trt, gpu, monkeypatch,
                                                                         tmp_path, failure, words):
     use_trt("8.2.1.8", refuse_shape=(failure == "shape"))
     assert cli("trt-build", bundle) == 0
+    if failure == "execute":
+        use_trt("8.2.1.8", error_in="execute")
     if failure == "pycuda-missing":
         monkeypatch.setitem(sys.modules, "pycuda", None)
     elif failure == "pycuda-broken":

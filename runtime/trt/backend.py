@@ -114,6 +114,10 @@ class TensorRTBackend(Backend):
                 if out != (top, c):
                     raise TensorRTError("%s gives %s %s for batch %d, expected %s; %s"
                                         % (rel, self.output_name, out, top, (top, c), self._fix))
+        # Run every engine once in every profile now: a plan that loads but cannot execute fails here,
+        # inside the constructor, where runtime.load still falls back to ONNX.
+        for lo, opt, _ in self.profiles:
+            self._run_chunk(np.zeros((opt,) + self.sample_shape, np.float32), self.groups)
 
     def _check_io(self, rel, e):
         inputs = [n for n in e.names if e.is_input(n)]
@@ -146,7 +150,12 @@ class TensorRTBackend(Backend):
             self._batch_set[(i, k)] = batch
 
     def _execute(self, i, k):
-        if not self._engines[i].execute(k, self._cuda.stream_handle()):
+        try:
+            ok = self._engines[i].execute(k, self._cuda.stream_handle())
+        except Exception as e:  # TensorRT's own exceptions: one line
+            raise TensorRTError("TensorRT failed to run %s: %s: %s" % (self.record["engines"][i], type(e).__name__,
+                                                                      " ".join(str(e).split())))
+        if not ok:
             raise TensorRTError("TensorRT failed to run %s (messages above)" % self.record["engines"][i])
 
     def run_level(self, x, level):

@@ -142,8 +142,14 @@ def _build_mode(trt, sources, shapes, precision, workspace_mb, mode, tmp, log):
         log("building %s from %s: %s, batch profiles %s, TensorRT %s"
             % (plan_rel, onnx_rel, precision, " ".join("%d-%d" % (p[0], p[2]) for p in shapes.profiles),
                trt.__version__))
-        plan = build_engine(trt, api, logger, onnx_bytes, onnx_rel, shapes, precision, workspace_mb << 20,
-                            with_level=(mode == "if"))
+        try:
+            plan = build_engine(trt, api, logger, onnx_bytes, onnx_rel, shapes, precision, workspace_mb << 20,
+                                with_level=(mode == "if"))
+        except TensorRTError:
+            raise
+        except Exception as e:  # TensorRT's own exceptions (a refused profile shape, ...): one line
+            raise TensorRTError("TensorRT failed while building %s from %s: %s: %s"
+                                % (plan_rel, onnx_rel, type(e).__name__, " ".join(str(e).split())))
         data = bytes(memoryview(plan))
         dst = os.path.join(tmp, *plan_rel.split("/"))
         if not os.path.isdir(os.path.dirname(dst)):
