@@ -396,7 +396,10 @@ def fake_tensorrt(version, dev, fail_kinds=(), fail_on_build=None, parse_errors=
             self.io.append(("logits", False, DataType.FLOAT, (-1, 10)))
             self.per = len(self.io)
             self.num_optimization_profiles = len(self.profiles)
-            self.num_bindings, self.num_io_tensors = self.per * len(self.profiles), self.per
+            if trt10:
+                self.num_io_tensors = self.per
+            else:
+                self.num_bindings = self.per * len(self.profiles)
 
         def _io(self, key):
             return next(t for i, t in enumerate(self.io) if key in (i, t[0]))
@@ -479,7 +482,7 @@ def fake_tensorrt(version, dev, fail_kinds=(), fail_on_build=None, parse_errors=
 
         def get_binding_shape(self, i):
             return (self.batch, 10) if self.engine.io[i % self.engine.per][0] == "logits" else \
-                self.engine.get_binding_shape(i)
+                self.engine.io[i % self.engine.per][3]
 
         def execute_async_v2(self, bindings, stream_handle):
             assert not trt10 and len(bindings) == self.engine.num_bindings
@@ -509,6 +512,17 @@ def fake_tensorrt(version, dev, fail_kinds=(), fail_on_build=None, parse_errors=
         def deserialize_cuda_engine(self, data):
             return Engine(json.loads(bytes(data).decode()))
 
+    # Each fake offers only its version's names (boards.md 4.1; TensorRT 8.5 added the name-based calls and
+    # 10.0 removed the binding ones), so code that calls the other family's API fails here as on a board.
+    engine8 = ("get_binding_name", "binding_is_input", "is_shape_binding", "get_binding_dtype", "get_binding_shape",
+               "get_profile_shape")
+    engine10 = ("get_tensor_name", "get_tensor_mode", "is_shape_inference_io", "get_tensor_dtype",
+                "get_tensor_shape", "get_tensor_profile_shape")
+    context8 = ("set_binding_shape", "get_binding_shape", "execute_async_v2")
+    context10 = ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
+    for cls, names in ((Engine, engine8 if trt10 else engine10), (Context, context8 if trt10 else context10)):
+        for name in names:
+            delattr(cls, name)
     trt.Logger, trt.BuilderFlag, trt.OnnxParser, trt.Builder = Logger, BuilderFlag, OnnxParser, Builder
     trt.DataType, trt.Runtime, trt.nptype = DataType, Runtime, lambda t: np.dtype(t).type
     if trt10:
