@@ -29,7 +29,6 @@ if ROOT not in sys.path:
     sys.path.insert(0, ROOT)
 
 from runtime.bundle import ENGINE_RECORD, atomic_write_json  # noqa: E402
-from runtime.cli import run_cli  # noqa: E402
 from runtime.errors import RuntimeUserError  # noqa: E402
 from runtime.trt import TensorRTError, builder, cuda as trt_cuda, selftest  # noqa: E402
 from runtime.trt.backend import TensorRTBackend  # noqa: E402

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from runtime.bundle import atomic_write_json, load_golden, read_engine_record, read_manifest, verify_files
+from runtime.bundle import atomic_write_json, load_golden, read_engine_record, verify_files
 from runtime.cli import utc_now
 from runtime.errors import RuntimeUserError
 from runtime.trt import MODES, TensorRTError, build_hint
@@ -220,7 +220,7 @@ def main(args):
     if args.runs < 1 or args.warmup < 0:
         raise TensorRTError("--runs must be >= 1 and --warmup >= 0")
     bundle = args.bundle
-    manifest = read_manifest(bundle)
+    manifest = builder.load_manifest(bundle)  # refuses a bundle without a TensorRT entry first
     verify_files(bundle, manifest)  # golden.npz and the ONNX files included
     golden = load_golden(bundle, manifest)
     if args.mode == "if":
