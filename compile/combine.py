@@ -5,12 +5,15 @@ right after step k is trained, by minimising the cross-entropy of the combined l
 held-out slice of the training set (never the test set); the weights of lower levels are never
 touched again, so level k-1 stays what it was when step k starts.
 """
+import math
+
 import torch
 import torch.nn.functional as F
 
 COMBINES = ("mean", "fitted")
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 5000  # plenty to fit k <= 8 numbers
+PULL = 0.05  # weight of the penalty on log(w) - log(1/k)
 
 
 def holdout_split(data, combine, seed):
@@ -41,17 +44,20 @@ def _contributions(model, level, norm, x, y, idx):
 def fit_level_weights(model, level, norm, x, y, idx, iters=100):
     """The `level` weights of level `level` fitted on images x[idx] (starting from the mean, 1/k each)."""
     c, labels = _contributions(model, level, norm, x, y, idx)
-    w = torch.full((level,), 1.0 / level, requires_grad=True)
-    opt = torch.optim.LBFGS([w], lr=0.5, max_iter=iters, line_search_fn="strong_wolfe")
+    # w = exp(a): positive weights (a negative weight would let a group vote against its own evidence);
+    # the pull towards the mean keeps a small held-out slice from driving the weights to extremes.
+    a0 = torch.full((level,), -math.log(level))
+    a = a0.clone().requires_grad_(True)
+    opt = torch.optim.LBFGS([a], lr=0.5, max_iter=iters, line_search_fn="strong_wolfe")
 
     def closure():
         opt.zero_grad()
-        loss = F.cross_entropy(torch.einsum("g,gnc->nc", w, c), labels)
+        loss = F.cross_entropy(torch.einsum("g,gnc->nc", a.exp(), c), labels) + PULL * ((a - a0) ** 2).sum()
         loss.backward()
         return loss
 
     opt.step(closure)
-    out = [float(v) for v in w.detach()]
+    out = [float(v) for v in a.detach().exp()]
     if not all(v == v and abs(v) < 1e6 for v in out):  # a diverged fit: keep the mean rather than garbage
         return [1.0 / level] * level
     return out

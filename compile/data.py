@@ -1,7 +1,8 @@
 """Image classification data: CIFAR-10's python batches or a class-per-folder image tree.
 
-Both load into memory as uint8 [N, 3, H, W] tensors plus int64 labels; augmentation runs batched
-on tensors, so training needs no DataLoader workers on a 2-core machine. Nothing is downloaded.
+Both give uint8 [N, C, H, W] tensors plus int64 labels (an image set too large for memory is a
+memory-mapped uint8 cache: compile/imagefolder.py); normalisation and augmentation run batched on
+tensors, so training needs no DataLoader workers on a 2-core machine. Nothing is downloaded.
 """
 import hashlib
 import io
@@ -17,7 +18,6 @@ from compile.errors import UserError
 Dataset = namedtuple("Dataset", "train_x train_y test_x test_y classes kind fingerprint")
 
 CIFAR_DIR = "cifar-10-batches-py"
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
 class _NumpyOnlyUnpickler(pickle.Unpickler):
@@ -67,74 +67,47 @@ def load_cifar10(root):
     return _make("cifar10", tx, ty, vx, vy, classes)
 
 
-def _load_image(path, size):
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            im = im.convert("RGB")
-            if im.size != (size, size):
-                im = im.resize((size, size), Image.BILINEAR)
-            return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)
-    except (OSError, Image.DecompressionBombError) as exc:  # a bomb: far more pixels than PIL's safety limit
-        raise UserError("cannot read image %s (%s); remove it or replace it" % (path, exc))
-
-
-def _read_split(root, split, size, classes=None):
-    base = os.path.join(root, split)
-    if not os.path.isdir(base):
-        raise UserError("%s has no %s/ folder; an image-folder data set needs train/<class>/*.jpg and "
-                        "test/<class>/*.jpg" % (root, split))
-    found = sorted(e for e in os.listdir(base) if os.path.isdir(os.path.join(base, e)))
-    if classes is None:
-        classes = found
-    elif found != classes:
-        raise UserError("%s/ has classes %s but train/ has %s; both splits need the same class folders"
-                        % (base, found, classes))
-    if len(classes) < 2:
-        raise UserError("%s needs at least two class folders, found %d" % (base, len(classes)))
-    xs, ys = [], []
-    for label, cls in enumerate(classes):
-        for name in sorted(os.listdir(os.path.join(base, cls))):
-            if name.lower().endswith(IMAGE_EXTS):
-                xs.append(_load_image(os.path.join(base, cls, name), size))
-                ys.append(label)
-    if not xs:
-        raise UserError("no images (%s) under %s" % ("/".join(IMAGE_EXTS), base))
-    return np.stack(xs), np.asarray(ys, dtype=np.int64), classes
-
-
-def load_image_folder(root, size=32):
-    tx, ty, classes = _read_split(root, "train", size)
-    vx, vy, _ = _read_split(root, "test", size, classes)
+def load_image_folder(root, size=32, channels=None, cache_dir=None, cache="auto"):
+    from compile.imagefolder import load_image_folder as read
+    tx, ty, vx, vy, classes = read(root, size, channels, cache_dir, cache)
     return _make("image-folder", tx, ty, vx, vy, classes)
 
 
 def _make(kind, tx, ty, vx, vy, classes):
     h = hashlib.sha256()
-    for a in (tx, ty, vx, vy):
-        h.update(np.ascontiguousarray(a).tobytes())
-    return Dataset(torch.from_numpy(np.ascontiguousarray(tx)), torch.from_numpy(ty),
-                   torch.from_numpy(np.ascontiguousarray(vx)), torch.from_numpy(vy),
+    for a in (tx, ty, vx, vy):  # chunk by chunk: a memory-mapped cache is never read into memory whole
+        for i in range(0, len(a), 4096):
+            h.update(np.ascontiguousarray(a[i:i + 4096]).tobytes())
+    return Dataset(torch.from_numpy(tx), torch.from_numpy(ty), torch.from_numpy(vx), torch.from_numpy(vy),
                    list(classes), kind, h.hexdigest())
 
 
-def load_dataset(root, kind="auto", size=32):
+def load_dataset(root, kind="auto", size=32, channels=None, cache_dir=None, cache="auto"):
     if not os.path.isdir(root):
         raise UserError("data directory %s does not exist; pass --data DIR with CIFAR-10 batches or "
                         "train/<class>/ and test/<class>/ image folders" % root)
     if kind == "auto":
         kind = "cifar10" if find_cifar_dir(root) else "image-folder"
     if kind == "cifar10":
-        if size != 32:
-            raise UserError("CIFAR-10 images are 32x32; --input-size %d needs an image-folder data set" % size)
+        if size != 32 or channels not in (None, 3):
+            raise UserError("CIFAR-10 images are 32x32 RGB; --input-size %d / --channels %s needs an image-folder "
+                            "data set" % (size, channels))
         return load_cifar10(root)
-    return load_image_folder(root, size)
+    return load_image_folder(root, size, channels, cache_dir, cache)
 
 
 def channel_stats(x):
     """Per-channel mean and std of uint8 images, on the 0-1 scale (the model's normalisation)."""
-    xf = x.float().div_(255)
-    return xf.mean((0, 2, 3)).tolist(), xf.std((0, 2, 3)).tolist()
+    s = torch.zeros(x.shape[1], dtype=torch.float64)
+    sq = torch.zeros(x.shape[1], dtype=torch.float64)
+    for i in range(0, len(x), 4096):  # in chunks: the set may be a memory-mapped cache
+        xf = x[i:i + 4096].double().div_(255)
+        s += xf.sum((0, 2, 3))
+        sq += (xf * xf).sum((0, 2, 3))
+    n = float(len(x) * x.shape[2] * x.shape[3])
+    mean = s / n
+    std = ((sq - n * mean * mean) / (n - 1)).clamp_min(0).sqrt()
+    return mean.float().tolist(), std.float().tolist()
 
 
 class Normalizer(object):
@@ -146,9 +119,10 @@ class Normalizer(object):
         return (x_uint8.float().div_(255) - self.mean) / self.std
 
 
-def augment(x, gen, pad=4):
-    """Random crop with reflect padding and horizontal flip, batched, on a float NCHW tensor."""
+def augment(x, gen, pad=None):
+    """Random crop with reflect padding (1/8 of the image: 4 px at 32x32) and horizontal flip, batched."""
     n, _, h, w = x.shape
+    pad = max(1, int(round(h / 8.0))) if pad is None else pad
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
     oy = torch.randint(0, 2 * pad + 1, (n,), generator=gen)
     ox = torch.randint(0, 2 * pad + 1, (n,), generator=gen)

@@ -44,6 +44,11 @@ class DeployPath(nn.Module):
         return self.head(self.classifier(self.features(input)))
 
 
+# litert-torch writes each tensor's module path, class qualname included, into the .tflite; keep the name
+# the shipped bundles were built with (this class lived in compile/deploy.py) so they rebuild byte for byte.
+DeployPath.__module__ = "compile.deploy"
+
+
 class DeployLevel(nn.Module):
     """Level k of a grouped model as one network (for single-level reference files).
 

@@ -14,11 +14,17 @@ def make_golden(model, normalise, images, levels):
     return out
 
 
-def golden_images(data_dir, n, size, seed=0):
-    """Real test images when a data set is at hand (more telling), otherwise seeded random ones."""
-    if data_dir:
-        from compile.data import load_dataset
-        ds = load_dataset(data_dir, "auto", size)
-        idx = np.random.default_rng(seed).choice(len(ds.test_x), n, replace=False)
-        return ds.test_x[idx].numpy().transpose(0, 2, 3, 1).copy()
-    return np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+def golden_images(data_dir, n, size, channels=3, seed=0):
+    """uint8 [n, size, size, channels]: real test images when a data set is at hand (more telling),
+    otherwise seeded random ones. An image folder is sampled file by file, never loaded whole."""
+    rng = np.random.default_rng(seed)
+    if not data_dir:
+        return rng.integers(0, 256, (n, size, size, channels), dtype=np.uint8)
+    from compile.data import find_cifar_dir, load_cifar10
+    if find_cifar_dir(data_dir):
+        test_x = load_cifar10(data_dir).test_x.numpy()
+        return test_x[rng.choice(len(test_x), n, replace=False)].transpose(0, 2, 3, 1).copy()
+    from compile.imagefolder import list_split, load_image
+    entries, _ = list_split(data_dir, "test")
+    idx = rng.choice(len(entries), min(n, len(entries)), replace=False)
+    return np.stack([load_image(entries[i][0], size, channels) for i in idx]).transpose(0, 2, 3, 1).copy()
