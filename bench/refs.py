@@ -9,50 +9,16 @@
 Every file is checked against PyTorch once after conversion; a cache entry is keyed by the checkpoint's
 sha256 and reused for any run that needs a subset of its batch sizes.
 """
-import contextlib
 import os
-import sys
-import tempfile
 
 import numpy as np
 import torch
 from torch import nn
 
 from compile.errors import UserError
+from runtime.cli import quiet_fds  # the project's one fd-silencer (bench.run takes it from here too)
 
 ATOL = 1e-4
-
-
-@contextlib.contextmanager
-def quiet_fds():
-    """Send what the converter prints (Python and C++ alike) to a temporary file; show it only on failure."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    log = tempfile.TemporaryFile(mode="w+b")
-    try:
-        os.dup2(log.fileno(), 1)
-        os.dup2(log.fileno(), 2)
-        try:
-            yield
-        except BaseException:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os.dup2(saved[0], 1)
-            os.dup2(saved[1], 2)
-            log.seek(0)
-            tail = log.read()[-4000:].decode("utf-8", "replace")
-            sys.stderr.write("converter output (last lines):\n%s\n" % tail)
-            raise
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-    finally:
-        os.dup2(saved[0], 1)
-        os.dup2(saved[1], 2)
-        for fd in saved:
-            os.close(fd)
-        log.close()
 
 
 def _show(path):

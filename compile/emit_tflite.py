@@ -4,7 +4,6 @@ Why per group and not per level: XNNPACK packs each signature's weights separate
 per-level signatures would hold 1+2+...+G copies of group 1's packed weights; per-group signatures
 hold one, and the runtime sums groups 1..k (../shared/docs/measured.md, TFLite memory).
 """
-import contextlib
 import logging
 import os
 import sys
@@ -15,6 +14,7 @@ import torch
 
 from compile.errors import UserError
 from compile.targets import op_version_table
+from runtime.cli import quiet_fds
 
 
 def signature_name(group, batch):
@@ -28,25 +28,10 @@ def _quiet():
     os.environ.setdefault("LITERT_TORCH_SHOW_PROGRESS", "n")  # its per-pass progress lines drown our output
 
 
-@contextlib.contextmanager
-def _stderr_silenced():
-    """Native libraries loaded by litert-torch print load notices on fd 2; keep the CLI readable."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 2)
-        yield
-    finally:
-        os.dup2(saved, 2)
-        os.close(saved)
-        os.close(devnull)
-
-
 def _import_litert_torch():
     _quiet()
     if "litert_torch" not in sys.modules:
-        with _stderr_silenced():
+        with quiet_fds((2,)):  # native libraries loaded by litert-torch print load notices on fd 2
             import litert_torch  # noqa: F401
     return sys.modules["litert_torch"]
 
@@ -88,7 +73,8 @@ def read_operators(path):
 
 
 def _vkey(v):
-    return tuple(int(x) for x in v.split("."))
+    from packaging.version import Version
+    return Version(v)
 
 
 def required_runtime(ops):

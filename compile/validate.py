@@ -154,6 +154,12 @@ def check_sidecar(meta, side):
       expect="null or a list of %d names" % classes)
     f(meta, "level_scale", [float], check=lambda v: len(v) == groups and all(_finite(x) and x > 0 for x in v),
       expect="a list of %d positive numbers" % groups)
+    f(meta, "group_widths", [float], default=None, check=lambda v: len(v) == groups and all(
+        _finite(x) and 0.1 <= x <= 8 for x in v), expect="a list of %d channel multipliers from 0.1 to 8" % groups)
+    f(meta, "level_weights", [list], default=None, check=lambda v: len(v) == groups and all(
+        len(r) == k and all(_finite(x) for x in r) for k, r in enumerate(v, 1)),
+      expect="%d lists, list k holding the k finite weights of level k" % groups)
+    f(meta, "arch_spec", dict, default=None)  # its blocks are checked where the spec is read (compile/arch)
     inp = f(meta, "input", dict)
     f(inp, "size", int, prefix="input.", check=_int_in(*INPUT_SIZES)[0], expect=_int_in(*INPUT_SIZES)[1])
     chans = f(inp, "channels", int, prefix="input.", check=lambda v: v in CHANNELS, expect="1 or 3")

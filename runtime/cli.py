@@ -1,21 +1,24 @@
-"""What every command line of the project shares: one error wrapper, one UTC timestamp, one version list."""
+"""What every command line of the project shares: one error wrapper, one UTC timestamp, one version list,
+one fd-silencer."""
+import contextlib
 import os
 import platform
 import sys
+import tempfile
 import time
 
 from runtime.errors import DynnError
 
 
 def run_cli(func, args, resume_hint=None):
-    """Call func(args) -> exit code; a DynnError becomes one line on stderr and exit 1.
+    """Call func(args) -> exit code; a DynnError becomes one line on stderr and exit 1 (or its exit_code).
 
     Ctrl-C exits 130 with one line (resume_hint says how to go on, e.g. for training)."""
     try:
         return func(args)
     except DynnError as exc:
         print("error: %s" % exc, file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)  # a tool with distinct statuses (deploy) sets its own
     except KeyboardInterrupt:
         print("interrupted%s" % ("; " + resume_hint if resume_hint else ""), file=sys.stderr)
         return 130
@@ -38,6 +41,36 @@ def module_versions(names):
         v = getattr(m, "__version__", None) or getattr(m, "VERSION_TEXT", None)
         out[name] = str(v) if v is not None else None
     return out
+
+
+@contextlib.contextmanager
+def quiet_fds(fds=(1, 2)):
+    """Send what native code prints on these file descriptors (C++ and Python alike) to a temporary file;
+    show its last lines on stderr only if the block fails. Converters and engine loaders print notices there."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(fd) for fd in fds]
+    log = tempfile.TemporaryFile(mode="w+b")
+    failed = False
+    try:
+        for fd in fds:
+            os.dup2(log.fileno(), fd)
+        yield
+    except BaseException:
+        failed = True
+        raise
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, copy in zip(fds, saved):
+            os.dup2(copy, fd)
+            os.close(copy)
+        if failed:
+            log.seek(0)
+            tail = log.read()[-4000:].decode("utf-8", "replace")
+            if tail.strip():
+                sys.stderr.write("output before the failure (last lines):\n%s\n" % tail)
+        log.close()
 
 
 def cpu_count():

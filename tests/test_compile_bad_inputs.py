@@ -207,7 +207,9 @@ SIDECAR_VALUES = [  # in range for the JSON type, out of range for a model
     (["input", "channels"], 4), (["input", "std"], [0.2, 0.0, 0.2]), (["input", "mean"], [0.5, 0.5]),
     (["level_scale"], [1.0, 0.5, float("nan"), 0.25]), (["levels", 0, "level"], 9),
     (["levels", 0, "test_accuracy"], 80.3), (["tensors", "sha256"], "abc"), (["class_names"], ["cat"]),
-    (["format"], "keras"), (["format_version"], 2),
+    (["format"], "keras"), (["format_version"], 2), (["group_widths"], [1.0, 1.0]), (["group_widths"], [1, 1, 1, 100]),
+    (["group_widths"], "1,1,1,1"), (["level_weights"], [[1.0]]), (["level_weights"], "mean"),
+    (["level_weights"], [[1], [0.5, 0.5], [1, 1, 1], [1, 1, 1, float("nan")]]), (["arch_spec"], "resnet"),
 ]
 
 
