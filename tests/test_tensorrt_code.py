@@ -770,6 +770,7 @@ def test_backend_matches_the_compilers_golden_vectors_at_every_batch(bundle, use
     backend = open_backend(bundle)
     assert (backend.name, backend.mode, backend.max_batch, backend.profiles) == (
         "tensorrt", mode, 32, [(1, 1, 1), (2, 32, 32)])
+    assert backend.binding == "TensorRT %s + %s" % (version, "pycuda" if version.startswith("8") else "cuda-python")
     assert gpu.stack == []  # every push was popped
     del trt.log[:]
     x40 = np.concatenate([g["input"]] * 5)  # 40 images: chunks of 32 and 8

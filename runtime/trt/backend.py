@@ -70,6 +70,7 @@ class TensorRTBackend(Backend):
         engine_cls = ENGINE_API[api_major(trt)]
         try:
             self._cuda = open_cuda(api_major(trt))
+            self.binding = "TensorRT %s + %s" % (trt.__version__, self._cuda.package)  # for `runtime info`
             with self._cuda.active():
                 self._open(trt, engine_cls, [(rel, blobs.pop(rel)) for rel in record["engines"]])
         except BaseException as e:

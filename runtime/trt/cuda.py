@@ -23,6 +23,7 @@ PYCUDA_INSTALL = ("sudo apt-get install python3-dev && PATH=/usr/local/cuda/bin:
 class _PyCuda(object):
     """pycuda on the device's primary context (the one TensorRT's runtime API uses), pushed only while
     working so that any thread may call."""
+    package = "pycuda"
 
     def __init__(self, cuda):
         self._cuda = cuda
@@ -75,6 +76,7 @@ class _PyCuda(object):
 
 class _CudaRt(object):
     """cuda-python's runtime API, as in TensorRT 10's samples/python/common_runtime.py."""
+    package = "cuda-python"
 
     def __init__(self, rt):
         self._rt = rt
