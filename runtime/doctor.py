@@ -151,7 +151,7 @@ def _engine_missing(bundle, engine, spec, have, versions):
     if engine == "tensorrt":
         if not versions.get("pycuda"):
             return "missing: needs pycuda (pip install pycuda==2022.1, built on the board with nvcc on PATH)"
-        if not os.path.isfile(os.path.join(bundle, spec.get("plan", "model.plan"))):
+        if not os.path.isfile(os.path.join(bundle, spec.get("record", "engine.json"))):  # per-group has no model.plan
             return "not built here yet: run python -m runtime trt-build %s" % bundle
     if engine == "tflite" and have == ["tflite_runtime"]:
         need = spec.get("min_runtime", {}).get("tflite")
