@@ -901,6 +901,7 @@ def test_selftest_builds_per_group_and_checks_the_compilers_golden(bundle, use_t
     assert list(runs) == ["per-group"] and runs["per-group"]["outputs_ok"]
     assert set(runs["per-group"]["latency_ms"]["4"]) == {"1", "32"}
     assert runs["per-group"]["profiles"] == [[1, 1, 1], [2, 32, 32]]
+    assert runs["per-group"]["versions"]["tensorrt"] == "8.2.1.8"
 
 
 def test_selftest_fails_on_a_wrong_engine(bundle, use_trt, monkeypatch, capsys):

@@ -18,7 +18,7 @@ import time
 import numpy as np
 
 from runtime.bundle import atomic_write_json, load_golden, read_engine_record, verify_files
-from runtime.cli import utc_now
+from runtime.cli import module_versions, utc_now
 from runtime.errors import RuntimeUserError
 from runtime.trt import MODES, TensorRTError, build_hint
 from runtime.trt import builder
@@ -152,7 +152,7 @@ def check_engine(bundle, manifest, golden, args):
         "latency_ms": {str(k): {str(b): list(v) for b, v in per.items()} for k, per in lat.items()},
         "warmup": args.warmup, "runs": args.runs, "ladder_ratio": ratio, "flat_ratio": args.flat_ratio,
         "ladder_flat": ratio < args.flat_ratio, "advice": ladder_advice(record["mode"], ratio, args.flat_ratio),
-        "when": utc_now(),
+        "when": utc_now(), "versions": module_versions(("tensorrt", "numpy", "pycuda", "cuda")),
     }
     print_report(run, manifest)
     return run
