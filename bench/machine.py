@@ -2,6 +2,8 @@
 import os
 import platform
 
+from runtime.cli import cpu_count, module_versions
+
 
 def _cpu_model():
     try:
@@ -17,13 +19,6 @@ def _cpu_model():
     return platform.processor() or platform.machine()
 
 
-def usable_cores():
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:
-        return os.cpu_count() or 1
-
-
 def load_average():
     try:
         return [round(v, 2) for v in os.getloadavg()]
@@ -31,18 +26,10 @@ def load_average():
         return None
 
 
-def versions():
-    from importlib.metadata import PackageNotFoundError, version
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "numpy", "ai-edge-litert", "litert-torch", "onnxruntime", "onnx", "matplotlib"):
-        try:
-            out[dist] = version(dist)
-        except PackageNotFoundError:
-            out[dist] = None
-    return out
+VERSIONED = ("torch", "numpy", "ai_edge_litert", "litert_torch", "onnxruntime", "onnx", "matplotlib")
 
 
 def describe():
     return {"cpu": _cpu_model(), "arch": platform.machine(), "cores_logical": os.cpu_count(),
-            "cores_usable": usable_cores(), "os": "%s %s" % (platform.system(), platform.release()),
-            "load_average_start": load_average(), "versions": versions()}
+            "cores_usable": cpu_count(), "os": "%s %s" % (platform.system(), platform.release()),
+            "load_average_start": load_average(), "versions": module_versions(VERSIONED)}

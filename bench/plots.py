@@ -1,7 +1,7 @@
 """The report's plots, drawn from bench.json alone: latency ladder, accuracy-latency Pareto front, memory bars."""
 import os
 
-from bench.stats import pareto_front
+from bench.stats import latency_front
 
 LADDER, PARETO, MEMORY = "latency_ladder.png", "pareto.png", "memory.png"
 STYLE = {"engine": ("this project (one file, TFLite)", "C0", "o", "-"),
@@ -84,7 +84,7 @@ def pareto(result, path):
             for p in s:
                 ax.annotate(p[2].split()[-1], (p[0] * 1e3, 100 * p[1]), fontsize=7, xytext=(3, 3),
                             textcoords="offset points")
-    front = pareto_front([(p[0], p[1], p[2]) for p in pts])
+    front = latency_front(pts)
     if front:
         xs, ys = [], []
         for p in front:

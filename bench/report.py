@@ -1,6 +1,6 @@
 """report.md from bench.json: the tables, the plots, and what the numbers were measured on."""
 from bench.plots import LADDER, MEMORY, PARETO, pareto_points
-from bench.stats import pareto_front
+from bench.stats import latency_front
 
 DASH = "-"
 
@@ -169,7 +169,7 @@ def _accuracy_section(res):
     for m in acc["static"].get("missing", []):
         out += ["- static width %d: %s" % (m["width"], m["status"])]
     pts = pareto_points(res)
-    front = pareto_front([(p[0], p[1], p[2]) for p in pts])
+    front = latency_front(pts)
     out += ["", "![Pareto front of accuracy vs latency](%s)" % PARETO, "",
             "Pareto front (1 thread, batch 1; static widths at the latency of the same-width single-level file): %s."
             % (", ".join("%s (%.3f ms, %.2f%%)" % (p[2], p[0] * 1e3, 100 * p[1]) for p in front) or "no points"), ""]

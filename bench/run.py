@@ -1,5 +1,4 @@
 """Orchestration of `python build.py bench`: prepare the engines, measure each section, write the results."""
-import json
 import os
 import shlex
 import shutil
@@ -8,6 +7,7 @@ import time
 import numpy as np
 
 from compile.errors import UserError
+from runtime.cli import utc_now
 
 # quick: the CI smoke mode (about 2 minutes on 2 busy cores); full: the published numbers.
 MODES = {
@@ -194,7 +194,7 @@ def run_bench(args, log=print):
     from compile.fold_bn import deploy_paths
     from compile.targets import get_target
     import runtime
-    from runtime.bundle import read_manifest
+    from runtime.bundle import read_manifest, verify_files
 
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
@@ -224,6 +224,7 @@ def run_bench(args, log=print):
     in_shape = (int(meta["input"]["channels"]), int(meta["input"]["size"]), int(meta["input"]["size"]))
     bundle = _bundle(args, target, ckpt_path, meta, work, log)
     man = read_manifest(bundle)
+    verify_files(bundle, man)  # a tampered bundle: one line now, not after minutes of reference building
     have = man["engines"]["tflite"]["batch_sizes"]
     batches = [b for b in mode["batches"] if b in have]
     notes = ["batch %d skipped: the bundle carries batch sizes %s" % (b, have)
@@ -270,7 +271,7 @@ def run_bench(args, log=print):
     result = {
         "schema": "dynn-bench", "schema_version": 1, "mode": mode_name,
         "command": command_line(args),
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_now(),
         "machine": info,
         "target": target["name"], "bundle": _rel(bundle), "engine": "tflite (%s)" % eng.backend.binding,
         "checkpoint": {"file": _rel(ckpt_path), "sha256": meta["tensors"]["sha256"], "arch": meta["arch"],
@@ -315,11 +316,11 @@ def checks(result):
 def write_outputs(result, out, publish, log):
     from bench.plots import write_plots
     from bench.report import write_report
-    from compile.checkpoint import atomic_write_bytes
+    from runtime.bundle import atomic_write_json
     os.makedirs(out, exist_ok=True)
     pngs = write_plots(result, out)
     result["plots"] = pngs
-    atomic_write_bytes(os.path.join(out, "bench.json"), (json.dumps(result, indent=1, sort_keys=False) + "\n").encode())
+    atomic_write_json(os.path.join(out, "bench.json"), result)
     write_report(result, os.path.join(out, "report.md"))
     log("wrote %s: bench.json, report.md, %s" % (_rel(out), ", ".join(pngs)))
     if publish:

@@ -1,28 +1,19 @@
 """Pure arithmetic of the benchmark: summaries of repeated timings, ratios, the Pareto front.
 
-No I/O and no engines here, so every rule the report relies on is unit-tested on plain numbers.
+No I/O and no engines here, so every rule the report relies on is unit-tested on plain numbers. Percentiles
+are numpy.percentile's (linear interpolation, as runtime.profile_schema.P95_METHOD); the front is the project's
+one (runtime.profile_schema.pareto_front).
 """
-import math
+import numpy as np
 
-
-def percentile(values, q):
-    """Linear-interpolated percentile (q in 0..100) of a non-empty list, like numpy's default."""
-    xs = sorted(values)
-    if not xs:
-        raise ValueError("percentile of an empty list")
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(math.floor(pos))
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+from runtime.profile_schema import pareto_front
 
 
 def summarize(samples):
     """Median and spread of repeated measurements (seconds or any unit): the numbers the report shows."""
     if not samples:
         return None
-    med = percentile(samples, 50)
-    p10, p90 = percentile(samples, 10), percentile(samples, 90)
-    q1, q3 = percentile(samples, 25), percentile(samples, 75)
+    p10, q1, med, q3, p90 = (float(v) for v in np.percentile(np.asarray(samples, np.float64), [10, 25, 50, 75, 90]))
     return {"median": med, "p10": p10, "p90": p90, "iqr": q3 - q1, "min": min(samples), "max": max(samples),
             "n": len(samples), "spread": (p90 - p10) / med if med else None}
 
@@ -45,15 +36,10 @@ def paired_ratios(a_samples, b_samples):
     return summarize(rs)
 
 
-def pareto_front(points):
-    """points: [(latency, accuracy, label)]. Returns the points no other point beats: none is at least as fast
-    and at least as accurate while strictly better in one of them. Sorted by latency."""
-    front = []
-    for p in points:
-        dominated = any(q[0] <= p[0] and q[1] >= p[1] and (q[0] < p[0] or q[1] > p[1]) for q in points)
-        if not dominated:
-            front.append(p)
-    return sorted(front, key=lambda p: (p[0], -p[1]))
+def latency_front(points):
+    """points: [(latency, accuracy, label, ...)] -> the Pareto front of accuracy against latency, fastest first
+    (the project's one front and tie rule: of points equal in both, the first stays)."""
+    return pareto_front(points, lambda p: (p[0],), lambda p: p[1])
 
 
 def ideal_latencies(base_latency, macs):

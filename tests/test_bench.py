@@ -12,7 +12,7 @@ from bench import add_arguments
 from bench.manager import decision_cost, demo_result
 from bench.refs import _cached
 from bench.run import _threads, command_line
-from bench.stats import ideal_latencies, paired_ratios, pareto_front, percentile, ratio, summarize
+from bench.stats import ideal_latencies, latency_front, paired_ratios, ratio, summarize
 from compile.errors import UserError
 
 
@@ -104,6 +104,23 @@ def test_quick_mode_writes_the_report_and_plots(bench_out):
     assert "manager during the load 96.00%" in md
 
 
+def test_a_tampered_bundle_is_one_line_before_anything_is_measured(tiny_ckpt, host_bundle, tmp_path):
+    from conftest import run_cli
+    import shutil
+    bundle = str(tmp_path / "tampered")
+    shutil.copytree(host_bundle, bundle)
+    with open(os.path.join(bundle, "model.tflite"), "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff\xfe")
+    out = str(tmp_path / "out")
+    res = run_cli(["build.py", "bench", "--quick", "--threads", "1", "--checkpoint", tiny_ckpt, "--bundle", bundle,
+                   "--out", out], timeout=300)
+    lines = [l for l in res.stderr.splitlines() if l.startswith(("error", "Traceback"))]
+    assert res.returncode == 1 and len(lines) == 1 and "model.tflite" in lines[0] and "checksum" in lines[0], \
+        res.stderr
+    assert not os.path.exists(os.path.join(out, "bench.json"))
+
+
 def test_a_bundle_from_another_checkpoint_is_refused(host_bundle, tmp_path):
     from bench.run import _bundle
     args = argparse.Namespace(bundle=host_bundle)
@@ -114,10 +131,10 @@ def test_a_bundle_from_another_checkpoint_is_refused(host_bundle, tmp_path):
 
 # ---- pure logic -------------------------------------------------------------------------------------------
 
-def test_summary_and_percentiles_match_the_usual_definitions():
-    assert percentile([3, 1, 2], 50) == 2
-    assert percentile([1, 2, 3, 4], 50) == 2.5
-    assert percentile([0, 10], 10) == pytest.approx(1.0)
+def test_summary_uses_linear_percentiles():
+    s = summarize([0.0, 10.0])
+    assert s["p10"] == pytest.approx(1.0) and s["median"] == 5.0 and s["p90"] == pytest.approx(9.0)
+    assert summarize([4.0, 1.0, 3.0, 2.0])["median"] == 2.5
     s = summarize([1.0, 2.0, 3.0, 4.0, 100.0])
     assert s["median"] == 3.0 and s["n"] == 5 and s["min"] == 1.0 and s["max"] == 100.0
     assert s["p10"] < s["median"] < s["p90"] and s["iqr"] == pytest.approx(2.0)
@@ -131,13 +148,14 @@ def test_ratios_are_paired_per_round_and_missing_values_give_none():
     assert s["median"] == pytest.approx(2.0) and s["max"] == pytest.approx(2.0)
 
 
-def test_pareto_front_keeps_only_undominated_points():
+def test_pareto_front_keeps_only_undominated_points_with_one_tie_rule():
     pts = [(1.0, 0.80, "a"), (2.0, 0.85, "b"), (2.5, 0.84, "c"), (3.0, 0.90, "d"), (3.0, 0.88, "e"),
            (1.0, 0.79, "f")]
-    assert [p[2] for p in pareto_front(pts)] == ["a", "b", "d"]
-    assert pareto_front([]) == []
-    # equal points do not dominate each other
-    assert len(pareto_front([(1.0, 0.5, "x"), (1.0, 0.5, "y")])) == 2
+    assert [p[2] for p in latency_front(pts)] == ["a", "b", "d"]
+    assert latency_front([]) == []
+    # of points equal in both, the first stays: the benchmark, the profile and the manager agree on a front
+    assert [p[2] for p in latency_front([(1.0, 0.5, "x"), (1.0, 0.5, "y")])] == ["x"]
+    assert [p[2] for p in latency_front([(2.0, 0.9, "slow"), (1.0, 0.9, "fast")])] == ["fast"]
 
 
 def test_ideal_latency_scales_level_one_by_the_macs():
@@ -173,6 +191,10 @@ def test_manager_numbers_say_why_they_are_absent(tmp_path):
     assert r["status"] == "not run" and "python build.py demo" in r["note"]
     cost = decision_cost([str(tmp_path)])
     assert cost["status"] == "skipped" and "python build.py profile" in cost["note"]
+    with open(str(tmp_path / "profile.json"), "w") as f:
+        f.write("[]")
+    cost = decision_cost([str(tmp_path)])
+    assert cost["status"] == "failed" and "JSON object" in cost["note"]
     with open(str(tmp_path / "demo.json"), "w") as f:
         f.write("{broken")
     assert demo_result(str(tmp_path))["status"] == "unreadable"

@@ -32,10 +32,17 @@ def test_demo_smoke_run_writes_its_outputs_and_leaves_no_load_behind(host_bundle
         except ProcessLookupError:
             alive = False
         assert not alive, "the load generator's process group is gone"
-    assert doc["decision"]["mean_us"] > 0 and "passed" in doc["criterion"]
+    with open(os.path.join(bundle, "profile.json")) as f:
+        prof = json.load(f)
+    # the manager's ladder is the profile's own p95 front: one front implementation for both
+    assert doc["decision"]["calls"] == 5000 and doc["decision"]["ladder"] == len(prof["fronts"]["latency_p95"])
+    assert "passed" in doc["criterion"]
 
 
-def test_demo_without_data_says_how_to_make_it(host_bundle, tmp_path):
+def test_demo_without_data_says_which_flag_to_give(host_bundle, tmp_path):
     res = run_cli(["build.py", "demo", "--bundle", host_bundle, "--data", str(tmp_path / "nothing"), "--quick"])
     assert res.returncode == 1 and res.stderr.startswith("error: ") and len(res.stderr.splitlines()) == 1
-    assert "cifar10_from_jpeg.py" in res.stderr
+    assert "--data" in res.stderr and "python build.py train --data DIR" in res.stderr
+    assert "shared" not in res.stderr, "no path outside this repository"
+    res = run_cli(["build.py", "demo", "--bundle", host_bundle, "--budget-ms", "fast", "--data", str(tmp_path)])
+    assert res.returncode == 1 and "--budget-ms" in res.stderr and len(res.stderr.splitlines()) == 1
