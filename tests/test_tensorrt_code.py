@@ -423,6 +423,7 @@ def fake_tensorrt(version, dev, fail_kinds=(), fail_on_build=None, parse_errors=
             return self.io[i % self.per][3]
 
         def get_profile_shape(self, k, i):
+            assert i // self.per == k, "profile k's shapes are asked with profile k's binding index"
             return [tuple(s) for s in self.profiles[k][self.io[i % self.per][0]]]
 
         # 10.x

@@ -1,8 +1,9 @@
 """One deserialised engine with one execution context per optimisation profile, in TensorRT 8 or 10 calls.
 
 Profile k of an engine serves the batch sizes of engine.json's profiles[k]; each has its own context, chosen
-once with set_optimization_profile_async (TensorRT 8.x Python API and 10.x alike; NVIDIA/TensorRT demo/BERT
-inference.py uses it with the 8.x binding calls), so switching batch never re-selects a profile.
+once with set_optimization_profile_async(k, stream) (IExecutionContext in the TensorRT 8.x and 10.x Python
+APIs; public TensorRT 8 code pairs it with set_binding_shape/execute_async_v2), so switching batch never
+re-selects a profile.
 
 TensorRT 8 numbers bindings per profile: profile k's copy of binding i is i + k * (bindings per profile), named
 "name [profile k]" (TensorRT 8 developer guide, "Binding Indices for Optimization Profiles"); execute_async_v2
@@ -58,7 +59,7 @@ class EngineTrt8(_Engine):
         return tuple(self.engine.get_binding_shape(self._index(name)))
 
     def profile_shape(self, name, k):
-        return self.engine.get_profile_shape(k, self._index(name))
+        return self.engine.get_profile_shape(k, self._index(name, k))  # the binding of profile k itself
 
     def set_input_shape(self, k, name, shape):
         return bool(self.contexts[k].set_binding_shape(self._index(name, k), tuple(shape)))
