@@ -197,7 +197,7 @@ def build_parser(argv=()):
             ("bench", "bench", "measure levels, switching, memory and peers on this machine; write a report"),
             ("demo", "bench.demo", "run CIFAR-10 through the runtime manager while the budget and the load change"),
             ("profile", "bench.profile_cmd", "profile a bundle's operating points on this machine (the boards "
-                                               "run board_scripts/profile.py)")):
+                                               "run python -m runtime profile BUNDLE)")):
         sp = sub.add_parser(name, help=help_, description=help_)
         sp.set_defaults(func=_lazy(module), module=module)
         if name in argv:  # import a tool's module only when it is asked for: --help stays fast
