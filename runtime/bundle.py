@@ -185,6 +185,8 @@ def read_engine_record(bundle_dir, manifest, fix):
     field(doc, "precision", str, path, fix, check=lambda v: v in ("fp16", "fp32"), expect="fp16 or fp32")
     field(doc, "tensorrt_version", str, path, fix)
     field(doc, "gpu", (str, type(None)), path, fix)
+    field(doc, "built", str, path, fix)
+    doc["fallback"] = field(doc, "fallback", (str, type(None)), path, fix, default=None)
     field(doc, "profiles", [[int]], path, fix, check=_is_profile_list,
           expect="a list of [min, opt, max] batch sizes")
     files = field(doc, "files", dict, path, fix)
