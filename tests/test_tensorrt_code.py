@@ -692,9 +692,10 @@ def test_failed_if_build_falls_back_to_per_group(bundle, use_trt, capsys, failur
         assert "model.onnx: In node 7 (importIf): x" in out
 
 
-def test_if_build_when_it_works(bundle, use_trt):
+def test_if_build_when_it_works_points_to_the_trial(bundle, use_trt, capsys):
     use_trt("8.2.1.8")
     assert cli("trt-build", bundle, "--mode", "if") == 0
+    assert "trt-selftest %s --mode if" % bundle in capsys.readouterr().out
     assert read_record(bundle)["engines"] == ["model.plan"] and engine_files(bundle) == ["engine.json", "model.plan"]
 
 
@@ -833,6 +834,25 @@ def test_old_record_without_profiles_is_refused_with_the_rebuild_command(bundle,
     atomic_write_json(os.path.join(bundle, ENGINE_RECORD), rec)
     with pytest.raises(TensorRTError, match="schema_version must be 2 .*python3 -m runtime trt-build"):
         open_backend(bundle)
+
+
+@pytest.mark.parametrize("edit,words", [
+    (lambda r: r.update(mode="fast"), "mode must be one of per-group, if, got 'fast'"),
+    (lambda r: r.update(profiles=[[4, 2, 8]]), "profiles must be a list of [min, opt, max] batch sizes"),
+    (lambda r: r.update(engines=["groups/group9.plan"]), "engines must be a non-empty list of files named in"),
+    (lambda r: r["files"]["groups/group1.plan"].pop("sha256"), "files.groups/group1.plan.sha256 must be a string"),
+    (lambda r: r["sources"].update({"groups/group1.onnx": "0" * 64}), "was built from an older groups/group1.onnx"),
+])
+def test_bad_or_stale_engine_record_is_one_line_with_the_rebuild_command(bundle, use_trt, edit, words):
+    use_trt("8.2.1.8")
+    assert cli("trt-build", bundle) == 0
+    rec = read_record(bundle)
+    edit(rec)
+    atomic_write_json(os.path.join(bundle, ENGINE_RECORD), rec)
+    with pytest.raises(TensorRTError) as e:
+        open_backend(bundle)
+    msg = str(e.value)
+    assert words in msg and msg.endswith("rebuild it on this device with: python3 -m runtime trt-build %s" % bundle)
 
 
 @pytest.mark.parametrize("failure,words", [

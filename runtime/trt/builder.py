@@ -269,4 +269,7 @@ def main(args):
         ", ".join(record["engines"]), ENGINE_RECORD, args.bundle, record["mode"], record["precision"],
         record["profiles"], record["tensorrt_version"], record["gpu"] or "unknown", size / 1e6,
         record["build_seconds"]))
+    if record["mode"] == "if":
+        print("the If engine may compute every branch on this board: check it with python3 -m runtime trt-selftest "
+              "%s --mode if, which keeps it only if it is faster than the per-group engines" % args.bundle)
     return 0
