@@ -11,6 +11,7 @@ from compile.arch import spec_of, widths_of
 from compile.errors import UserError
 from compile.validate import SCHEMES, check_sidecar, check_tensor_header  # noqa: F401 - SCHEMES re-exported
 from runtime.bundle import atomic_write_bytes, sha256_file  # the project's one writer and checksum
+from runtime.schema import load_json
 
 FORMAT = "dynn-checkpoint"
 FORMAT_VERSION = 1
@@ -60,11 +61,7 @@ def read_meta(path):
     if not os.path.isfile(side):
         raise UserError("checkpoint sidecar %s is missing; a checkpoint is NAME.safetensors plus NAME.json "
                         "(train one with: python build.py train)" % side)
-    try:
-        with open(side) as f:
-            meta = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UserError("checkpoint sidecar %s is not valid JSON (%s)" % (side, exc))
+    meta = load_json(side, "restore the checkpoint's sidecar or train again (python build.py train)", UserError)
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise UserError("%s is not a grouped-model checkpoint (no \"format\": \"%s\")" % (side, FORMAT))
     if meta.get("format_version") != FORMAT_VERSION:

@@ -4,18 +4,14 @@ import os
 
 from compile.errors import UserError
 from compile.validate import check_target
+from runtime.schema import load_json
 
 TARGET_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "targets")
 DATA_FILES = ("tflite_op_versions.json", "tensorrt82_onnx_ops.json")  # tables, not targets
 
 
 def _read(path):
-    try:
-        with open(path) as f:
-            t = json.load(f)
-    except (OSError, ValueError) as exc:
-        raise UserError("target file %s is unreadable (%s)" % (path, exc))
-    return check_target(t, path)  # every field it uses, one line naming file and field
+    return check_target(load_json(path, "fix or restore the target file", UserError), path)  # every field it uses, one line naming file and field
 
 
 def list_targets():

@@ -6,7 +6,6 @@ No torch at import time (it is imported only where a model must be built), so th
 in a fraction of a second and before anything is written.
 """
 import functools
-import json
 import math
 import os
 import re
@@ -209,12 +208,8 @@ def _corrupt(path, run_dir, why):
 
 def read_run_state(path, run_dir):
     """state.json of a run directory, checked for what resuming uses."""
-    try:
-        with open(path) as fh:
-            st = json.load(fh)
-    except (OSError, ValueError) as exc:
-        raise _corrupt(path, run_dir, exc)
     fix = "delete the run directory %s to start over, or pass another --run-dir" % run_dir
+    st = schema.load_json(path, fix, UserError)
     f = functools.partial(schema.field, where=path, fix=fix, error=UserError)
     schema.require_dict(st, path, fix, error=UserError)
     f(st, "recipe", dict)

@@ -7,6 +7,7 @@ that name the file, the field, what was expected and what to do. Python 3.6+, st
     sizes = field(doc, "batch_sizes", [int], where, fix, check=lambda v: v and min(v) >= 1,
                   expect="a non-empty list of positive integers")
 """
+import json
 import numbers
 
 from runtime.errors import RuntimeUserError
@@ -71,3 +72,12 @@ def _safe(check, value):
         return bool(check(value))
     except Exception:  # noqa: BLE001 - a predicate that cannot judge the value rejects it
         return False
+
+
+def load_json(path, fix, error=RuntimeUserError):
+    """The JSON document in the file `path`, or one line saying why it cannot be read and what to do."""
+    try:
+        with open(path) as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError too
+        raise error("%s is not a readable JSON file (%s); %s" % (path, exc, fix))

@@ -31,21 +31,23 @@ WITH_TARGETS = ("import sys; sys.path.insert(0, %r); import compile.targets as t
 Case = collections.namedtuple("Case", "id setup code words")  # setup(tmp) -> argv after the interpreter
 
 
-def _ckpt(tmp, mutate=None, raw=None):
-    """A copy of the shipped checkpoint in tmp/ck, its sidecar changed by mutate(meta) or replaced by raw."""
-    d = os.path.join(tmp, "ck")
-    os.makedirs(d)
-    for n in ("model.safetensors", "model.json"):
-        shutil.copy(os.path.join(CKPT, n), d)
-    side = os.path.join(d, "model.json")
+def _edit(path, mutate=None, raw=None):
+    """Change the JSON file at path by mutate(doc), or replace its text by raw."""
     if mutate is not None:
-        with open(side) as f:
-            meta = json.load(f)
-        mutate(meta)
-        raw = json.dumps(meta)
+        with open(path) as f:
+            doc = json.load(f)
+        mutate(doc)
+        raw = json.dumps(doc)
     if raw is not None:
-        with open(side, "w") as f:
+        with open(path, "w") as f:
             f.write(raw)
+
+
+def _ckpt(tmp, mutate=None, raw=None):
+    """A copy of the shipped checkpoint in tmp/ck, its sidecar edited."""
+    d = os.path.join(tmp, "ck")
+    shutil.copytree(CKPT, d, ignore=shutil.ignore_patterns("*.md"))
+    _edit(os.path.join(d, "model.json"), mutate, raw)
     return os.path.join(d, "model.safetensors")
 
 
@@ -151,7 +153,7 @@ def build_cases():
     yield Case("build--checkpoint=missing", lambda tmp: _build(tmp, ckpt=os.path.join(tmp, "none.safetensors")), 1,
                ["none.json"])
     yield Case("build--data=missing", lambda tmp: _build(tmp, "--data", os.path.join(tmp, "none")), 1,
-               ["does not exist"])
+               [os.sep + "none"])
     yield Case("build-without-target-or-command", lambda tmp: [BUILD, "--checkpoint", _ckpt(tmp)], 2, [])
     yield Case("info-missing", lambda tmp: [BUILD, "info", os.path.join(tmp, "none.safetensors")], 1,
                ["does not exist"])
@@ -168,15 +170,7 @@ TARGET_VALUES = [("engine", "cuda"), ("emit", ["exe"]), ("emit", []), ("precisio
 def _targets(tmp, mutate=None, raw=None):
     d = os.path.join(tmp, "targets")
     shutil.copytree(os.path.join(ROOT, "compile", "targets"), d)
-    p = os.path.join(d, "host-cpu.json")
-    if mutate is not None:
-        with open(p) as f:
-            t = json.load(f)
-        mutate(t)
-        raw = json.dumps(t)
-    if raw is not None:
-        with open(p, "w") as f:
-            f.write(raw)
+    _edit(os.path.join(d, "host-cpu.json"), mutate, raw)
     return ["-c", WITH_TARGETS, d] + _build(tmp)[1:]
 
 
