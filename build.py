@@ -4,12 +4,19 @@
   python build.py train --data DIR                 train the default grouped-incremental model
   python build.py --target host-cpu                compile artifacts/default into artifacts/host-cpu/
   python build.py --list-targets                   the boards this build knows
+  python build.py info [CHECKPOINT]                a checkpoint's levels (params, MACs, accuracy)
+  python build.py bench | demo | profile           host tools over the runtime (bench/)
 
-Every command has --help. Expected failures print one line and exit 1.
+On a board (or here): python -m runtime info|verify|run|profile|doctor BUNDLE; python board_scripts/deploy.py
+--host HOST BUNDLE copies a bundle and the runtime to a board, builds its engine there and verifies it.
+
+Every command has --help. Bad input prints one line "error: ..." and exits 1 (2 for a mistyped command line).
 """
 import argparse
 import os
 import sys
+
+from compile.validate import MAX_BATCH  # torch-free, so --help stays fast
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
@@ -143,10 +150,12 @@ def build_parser(argv=()):
     p.add_argument("--target", help="compile a bundle for this target (see --list-targets)")
     p.add_argument("--list-targets", action="store_true", help="list the targets this build knows and exit")
     p.add_argument("--checkpoint", default=DEFAULT_CKPT, help="checkpoint to compile (default %(default)s)")
-    p.add_argument("--out", metavar="DIR", help="bundle directory (default artifacts/<target>)")
+    p.add_argument("--out", metavar="DIR", help="bundle directory (default artifacts/<target>); replaced only "
+                                                  "when it is empty or holds a bundle this tool wrote")
     p.add_argument("--data", metavar="DIR", help="take the golden-vector images from this data set's test split "
                                                    "(default: seeded random images)")
-    p.add_argument("--batch-sizes", metavar="B,B", help="batch sizes the engine carries (default: the target's)")
+    p.add_argument("--batch-sizes", metavar="B,B", help="batch sizes the engine carries: distinct, 1 to %d, "
+                                                        "including 1 (default: the target's)" % MAX_BATCH)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a grouped model (or a baseline) and write a checkpoint",
