@@ -69,6 +69,8 @@ def cmd_archs(args):
 
 
 def cmd_info(args):
+    from compile.validate import check_recipe
+    check_recipe(vars(args))  # --input-size, --classes
     from compile.arch import spec_of, widths_of
     from compile.checkpoint import load_checkpoint
     if args.archs:

@@ -45,6 +45,7 @@ def _recipe_rules(scheme):
         ("batch_size",) + _int_in(1, 65536),
         ("input_size",) + _int_in(*INPUT_SIZES),
         ("seed",) + _int_in(0, 2 ** 31 - 1),
+        ("classes",) + _int_in(2, MAX_CLASSES),  # info --archs
         ("threads",) + _int_in(1, cpu_count()),
         ("lr", lambda v: _finite(v) and 0 < v <= 10, "a finite number above 0 and at most 10"),
         ("own_loss_weight", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
@@ -52,7 +53,8 @@ def _recipe_rules(scheme):
 
 
 def check_recipe(cfg):
-    """cfg: the training flags or default_config's dict (None = the default). Raises on the first bad one."""
+    """cfg: command-line flags (train, info) or default_config's dict (None = the default). Raises on the
+    first bad one, naming its flag."""
     for key, ok, expect in _recipe_rules(cfg.get("scheme") or "grouped"):
         value = cfg.get(key)
         if value is not None and not ok(value):

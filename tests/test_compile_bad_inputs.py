@@ -104,6 +104,14 @@ def train_cases():
     for flag, v in sorted(TRAIN_UNPARSABLE.items()):
         yield Case("train%s=%r(unparsable)" % (flag, v), lambda tmp, f=flag, v=v: _train(tmp, f + "=" + v), 2, [flag])
     yield Case("train-without-data", lambda tmp: [BUILD, "train"], 2, ["--data"])
+    for v in ("1,2", "0,1,1,1", "a", "1,1,1,100"):
+        yield Case("train--group-widths=%s" % v, lambda tmp, v=v: _train(tmp, "--group-widths=" + v), 1,
+                   ["--group-widths"])
+    yield Case("train--arch=missing.json", lambda tmp: _train(tmp, "--arch", os.path.join(tmp, "x.json")), 1,
+               ["x.json"])
+    yield Case("train--channels=2", lambda tmp: _train(tmp, "--channels", "2"), 2, ["--channels"])
+    for flag, v in (("--input-size", "0"), ("--input-size", "100000"), ("--classes", "1"), ("--classes", "100000")):
+        yield Case("info--archs%s=%s" % (flag, v), lambda tmp, f=flag, v=v: [BUILD, "info", "--archs", f, v], 1, [flag])
     yield Case("train-data-missing", lambda tmp: _train(tmp), 1, ["does not exist"])
 
 
