@@ -13,7 +13,6 @@ import time
 import numpy as np
 
 from runtime.bundle import read_manifest, verify_files
-from runtime.cli import cpu_count
 from runtime.errors import RuntimeUserError
 
 BACKENDS = ("tflite", "onnx", "tensorrt")
@@ -38,16 +37,17 @@ def _auto_backend(manifest):
     return [own, "onnx"] if own != "onnx" else ["onnx"]
 
 
-def check_threads(threads, where="threads"):
+def check_threads(threads, sysfs_root="/"):
     """None (the engine's default) or an integer 1..the board's online cores (issue 10: a million threads
     were accepted and crashed the process on close). Not the current affinity: set_operating_point may be
     moving to a bigger cluster than the one the process is pinned to now."""
     if threads is None:
         return None
-    cores = max(cpu_count(), os.cpu_count() or 1)
+    from runtime.platform import online_cpus
+    cores = max(len(online_cpus(sysfs_root)), 1)
     if not isinstance(threads, numbers.Integral) or isinstance(threads, bool) or not 1 <= threads <= cores:
-        raise RuntimeUserError("%s must be an integer from 1 to %d (this board's CPU cores), got %r"
-                               % (where, cores, threads))
+        raise RuntimeUserError("threads must be an integer from 1 to %d (this board's online CPU cores), got %r"
+                               % (cores, threads))
     return int(threads)
 
 
@@ -171,7 +171,7 @@ class Model(object):
         self._check_open()
         if level is not None:
             level = self._check_level(level)
-        threads = check_threads(threads)
+        threads = check_threads(threads, self._platform_args["sysfs_root"])
         name = None
         if cluster is not None:
             name = self.platform.cluster(cluster)  # "big"/"little" aliases -> the board's cluster name
@@ -241,7 +241,7 @@ def load(bundle_dir, backend="auto", threads=None, verify=True, target=None, pre
     bundle_dir = os.fspath(bundle_dir) if hasattr(os, "fspath") else bundle_dir
     if backend != "auto" and backend not in BACKENDS:
         raise RuntimeUserError("unknown backend %r; choose one of: auto, %s" % (backend, ", ".join(BACKENDS)))
-    threads = check_threads(threads)
+    threads = check_threads(threads, sysfs_root)
     manifest = read_manifest(bundle_dir)
     if target is not None and manifest["target"]["name"] != target:
         raise RuntimeUserError("bundle %s was built for target %s, not %s; build one with: "
