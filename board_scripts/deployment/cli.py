@@ -42,8 +42,8 @@ def build_parser():
 
 def main(argv=None):
     args = build_parser().parse_args(argv)
-    return run_cli(deploy, args, resume_hint="the live deployment on the board is as it was (see the line above); "
-                                             "deploy again to finish")
+    return run_cli(deploy, args, resume_hint="DIR/current on the board is always one complete release (the "
+                                             "line above names it when known); deploy again to finish")
 
 
 if __name__ == "__main__":
