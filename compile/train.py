@@ -28,7 +28,7 @@ from compile.data import Normalizer, augment, channel_stats
 from compile.errors import UserError
 from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.model import GroupedNet, build_model, count_macs, count_params
-from compile.validate import check_loss, check_recipe, read_run_state, read_run_tensors
+from compile.validate import check_loss, check_recipe, read_run_state, read_run_tensors, restore_run_weights
 
 RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine")
@@ -198,10 +198,10 @@ class Trainer(object):
         model = None
         if tensors is not None and st["stage"] <= self.G:
             model = self._new_model(st["stage"])
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            restore_run_weights(model, tensors, self._state_paths()[1], self.run_dir)
         elif cfg["scheme"] != "static" and tensors is not None:
             model = self._new_model(self.G)
-            model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+            restore_run_weights(model, tensors, self._state_paths()[1], self.run_dir)
         if model is not None and st.get("level_weights"):
             model.level_weights = st["level_weights"]  # weights fitted by the steps already finished
         if st["stage"] > 1 or st["epoch"] > 0:

@@ -232,3 +232,16 @@ def read_run_tensors(path, run_dir):
         return load_file(path)
     except (SafetensorError, OSError, ValueError) as exc:
         raise _corrupt(path, run_dir, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+
+
+def restore_run_weights(model, tensors, path, run_dir):
+    """Load the run directory's weights into `model`; tensors that do not fit it (names or shapes, weights or
+    momentum) mean the state file is not this run's."""
+    names = dict(model.named_parameters())
+    for k, v in tensors.items():
+        if k.startswith("momentum.") and (k[9:] not in names or tuple(names[k[9:]].shape) != tuple(v.shape)):
+            raise _corrupt(path, run_dir, "momentum %s does not fit the model" % k[9:])
+    try:
+        model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    except RuntimeError as exc:  # missing, unexpected or mis-shaped weights
+        raise _corrupt(path, run_dir, " ".join(str(exc).split())[:160])

@@ -281,11 +281,20 @@ def _run_dir(tmp, state=None, tensors=b"not a safetensors file"):
     return [BUILD, "train", "--data", data, "--run-dir", run, "--out", os.path.join(tmp, "o")]
 
 
+def _other_tensors():
+    """A valid safetensors file whose tensors belong to no model of this run."""
+    from safetensors.numpy import save
+    import numpy as np
+    return save({"model.nothing": np.zeros(3, np.float32), "momentum.nothing": np.zeros(3, np.float32)})
+
+
 def data_cases():
     yield Case("data-decompression-bomb", _bomb_set, 1, ["bomb.png"])
     yield Case("run-dir-tensors-corrupt", _run_dir, 1, ["state.safetensors", "delete the run directory"])
     yield Case("run-dir-state-not-json", lambda tmp: _run_dir(tmp, lambda d: "{"), 1,
                ["state.json", "delete the run directory"])
+    yield Case("run-dir-tensors-of-another-model", lambda tmp: _run_dir(tmp, tensors=_other_tensors()), 1,
+               ["state.safetensors", "delete the run directory"])
     yield Case("run-dir-state-a-list", lambda tmp: _run_dir(tmp, lambda d: "[]"), 1, ["state.json"])
     yield Case("run-dir-state-stage-text", lambda tmp: _run_dir(tmp, lambda d: json.dumps(dict(d, stage="1"))), 1,
                ["state.json", "stage"])
