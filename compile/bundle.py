@@ -6,14 +6,11 @@ and an existing good bundle untouched.
 """
 import json
 import os
-import platform
 import shutil
-import sys
 import tempfile
 import time
 
 import numpy as np
-import torch
 
 import compile
 from compile.checkpoint import atomic_write_bytes, load_checkpoint, resolve, sha256_file, umask_mode
@@ -23,6 +20,7 @@ from compile.fold_bn import deploy_paths
 from compile.errors import UserError
 from compile.golden import golden_images, make_golden
 from compile.targets import get_target
+from runtime.cli import module_versions, utc_now
 
 SCHEMA = "dynn-bundle"
 SCHEMA_VERSION = 1
@@ -31,24 +29,9 @@ ATOL = 1e-4
 
 
 def _versions():
-    out = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__,
-           "dynn": compile.__version__}
-    for mod, key in (("litert_torch", "litert_torch"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-                     ("ai_edge_litert", "ai_edge_litert")):
-        try:
-            m = __import__(mod)
-            out[key] = getattr(m, "__version__", None) or getattr(getattr(m, "version", None), "__version__", None)
-        except ImportError:
-            out[key] = None
-    if out.get("ai_edge_litert") is None:
-        try:
-            from importlib.metadata import version
-            out["ai_edge_litert"] = version("ai-edge-litert")
-            out["litert_torch"] = out["litert_torch"] or version("litert-torch")
-        except Exception:  # noqa: BLE001 - version lookup is informative only
-            pass
     from compile.train import _code_version
-    out["git"] = _code_version()["git"]
+    out = module_versions(["torch", "numpy", "litert_torch", "onnx", "onnxruntime", "ai_edge_litert"])
+    out.update(dynn=compile.__version__, git=_code_version()["git"])
     return out
 
 
@@ -244,5 +227,5 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
         "files": files,
         "tools": _versions(),
         "timings": timings,
-        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "created": utc_now(),
     }

@@ -29,6 +29,7 @@ from compile.errors import UserError
 from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.model import GroupedNet, build_model, count_macs, count_params
 from compile.validate import check_loss, check_recipe, read_run_state, read_run_tensors, restore_run_weights
+from runtime.cli import utc_now
 
 RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
                "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine")
@@ -317,7 +318,7 @@ class Trainer(object):
                      "train_images": len(self.data.train_x) - len(self.hold_idx),
                      "test_images": len(self.data.test_x), "held_out_images": len(self.hold_idx)},
             "code_version": _code_version(),
-            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "created": utc_now(),
         }
 
     def _levels(self, model, only=None):
