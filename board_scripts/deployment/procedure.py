@@ -84,6 +84,7 @@ def deploy(args):
         raise DeployError("%s; %s" % (exc, release.live_note(remote_dir, found["current"])), exc.exit_code)
     staging, kept = release.parse_staging(proc, board, remote_dir, found["current"])
     rid = release.release_id(staging)
+    switching = False
     try:
         log("[3/7] copying runtime/, board_scripts/ and %s with %s into %s%s" % (
             name, "rsync" if use_rsync else "tar", staging,
@@ -102,16 +103,18 @@ def deploy(args):
         steps.doctor(board, args.python, staging, name)
         steps.verify(board, args.python, staging, name, target["name"])
         log("[7/7] switching %s/current to releases/%s" % (remote_dir, rid))
+        switching = True
         switched = board.run(release.switch_script(remote_dir, staging, rid), "switching to the new release",
                              capture=True)
         if "DYNN-SWITCHED" not in switched.stdout:
             raise board.failure("switching %s/current to the new release" % remote_dir, switched,
                                 "check free space and permissions in %s" % remote_dir, EXIT_COPY)
     except DeployError as exc:
-        raise DeployError("%s; %s" % (exc, roll_back(board, remote_dir, staging, rid, found["current"])),
-                          exc.exit_code)
-    except KeyboardInterrupt:
-        log("interrupted: %s" % roll_back(board, remote_dir, staging, rid, found["current"]))
+        raise DeployError("%s; %s" % (exc, roll_back(board, remote_dir, staging, rid, found["current"],
+                                                        switching)), exc.exit_code)
+    except BaseException as exc:  # Ctrl-C, or a bug: the board is still put back before the traceback
+        log("%s: %s" % ("interrupted" if isinstance(exc, KeyboardInterrupt) else "stopped",
+                        roll_back(board, remote_dir, staging, rid, found["current"], switching)))
         raise
     prune(board, remote_dir, rid, found["current"])
     log("%s: bundle %s deployed and verified: %s/current -> releases/%s; on the board: cd %s/current && %s -m "
@@ -122,17 +125,19 @@ def deploy(args):
     return 0
 
 
-def roll_back(board, remote_dir, staging, rid, previous):
-    """Remove this deploy's staging and release unless it went live; say what is live now."""
+def roll_back(board, remote_dir, staging, rid, previous, switching):
+    """Remove this deploy's staging and release unless it went live; say what is live now (as the board says)."""
     try:
         proc = board.run(release.cleanup_script(remote_dir, staging, rid), "cleaning up", capture=True)
     except DeployError:
-        return "%s; %s may be left on the board (the connection is gone; it is safe to delete)" % (
-            release.live_note(remote_dir, previous), staging)
+        live = release.live_note(remote_dir, previous) if not switching else (
+            "%s/current is either %s or releases/%s (the switch may have run), each a complete release"
+            % (remote_dir, previous or "absent", rid))
+        return "%s; %s may be left on the board (the connection is gone; it is safe to delete)" % (live, staging)
     live = [l.split(" ", 1)[1] if " " in l else "" for l in proc.stdout.splitlines() if l.startswith("DYNN-CURRENT")]
     if live and live[-1] == "releases/" + rid:
         return "the switch had happened: %s/current -> releases/%s is the new deployment" % (remote_dir, rid)
-    return release.live_note(remote_dir, previous)
+    return release.live_note(remote_dir, (live[-1] or None) if live else previous)
 
 
 def prune(board, remote_dir, rid, previous):
