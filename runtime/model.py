@@ -194,7 +194,8 @@ class Model(object):
 
     # ---- life cycle ------------------------------------------------------------------------------
     def close(self):
-        """Restore the board, release the engine; waits for calls in flight. Safe to call twice."""
+        """Restore the board, release the engine; safe to call twice. Calls in flight into a thread-safe
+        engine finish on the interpreter or session they hold; others are waited for (the lock)."""
         with self._lock:
             self._closed = True
             try:
