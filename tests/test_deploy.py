@@ -505,3 +505,30 @@ def test_ansible_playbook_deploys_through_deploy_py(sshd, host_bundle, tmp_path)
     assert r.returncode == 0, r.stdout
     assert "verify: PASSED" in r.stdout
     assert verifies_on_the_board(target)
+
+
+def test_a_current_that_is_not_the_tools_symlink_is_refused_and_left_alone(sshd, host_bundle, tmp_path):
+    target = tmp_path / "theirs"
+    (target / "current").mkdir(parents=True)
+    (target / "current" / "data").write_text("someone else's")
+    r = deploy(sshd, host_bundle, target, "--skip-requirements")
+    assert r.returncode == EXIT_COPY, r.stdout + r.stderr
+    assert last_line(r.stderr).endswith("%s/current exists and is not the symlink this tool makes: move it away or "
+                                        "deploy to another --dir" % target), r.stderr
+    assert sorted(os.listdir(str(target))) == ["current"]
+    assert (target / "current" / "data").read_text() == "someone else's"
+
+
+@pytest.mark.parametrize("entry,field", [
+    ({"import": "numpy", "pip": "numpy>>1"}, ".pip is not a valid PEP 508 requirement"),
+    ({"import": "os; rm -rf /"}, "import"),
+    ({"import": "numpy", "version": "=>2"}, ".version is not a valid version range"),
+    ({"import": "pycuda", "pip": "pycuda", "pip_path_prepend": ["relative/bin"]}, "pip_path_prepend"),
+    ("numpy", "board_requirements[0]"),
+])
+def test_a_bad_board_requirement_in_a_manifest_is_one_line_naming_the_field(entry, field):
+    with pytest.raises(DeployError) as e:
+        needs.read_requirements({"target": {"name": "xu3", "board_requirements": [entry]}}, "b/manifest.json")
+    msg = str(e.value)
+    assert msg.startswith("b/manifest.json: target.board_requirements[0]") and field in msg, msg
+    assert "rebuild the bundle (python build.py --target xu3)" in msg and "\n" not in msg

@@ -86,8 +86,10 @@ def _spec(doc, pre, where, fix):
         if "pip" in doc:
             return Requirement(field(doc, "pip", str, where, fix, prefix=pre, error=DeployError)).specifier
         return SpecifierSet(field(doc, "version", str, where, fix, prefix=pre, default="", error=DeployError))
-    except (InvalidRequirement, InvalidSpecifier) as exc:
-        raise DeployError("%s: %spip or version is not a valid requirement (%s): %s" % (where, pre, exc, fix))
+    except (InvalidRequirement, InvalidSpecifier) as exc:  # packaging's message spans lines: keep the first
+        raise DeployError("%s: %s%s is not a valid %s (%s): %s" % (
+            where, pre, "pip" if "pip" in doc else "version", "PEP 508 requirement" if "pip" in doc else
+            "version range", str(exc).splitlines()[0], fix))
 
 
 def modules_to_probe(reqs):
