@@ -32,7 +32,8 @@ from compile.validate import check_loss, check_recipe, read_run_state, read_run_
 from runtime.cli import utc_now
 
 RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-               "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine")
+               "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine",
+               "arch_spec")  # the spec itself: an edited spec file must not resume into the old tensors
 
 
 def default_config(**over):
@@ -355,7 +356,10 @@ def write_summary(meta, path):
     """A short Markdown record of a finished training run, kept next to the checkpoint."""
     t = meta["training"]
     lines = ["# Training summary: %s, %s, %d group(s)" % (meta["scheme"], meta["arch"], meta["groups"]), "",
-             "Recipe: `%s`" % json.dumps(t["recipe"], sort_keys=True), "",
+             "Recipe: `%s`" % json.dumps({k: v for k, v in t["recipe"].items() if k != "arch_spec"}, sort_keys=True),
+             "", "Path (one group, width 1): %s" % " -> ".join(
+                 b["type"] + ("%d" % b.get("channels", b.get("units", 0)) if ("channels" in b or "units" in b) else "")
+                 for b in meta.get("arch_spec", {}).get("blocks", [])), "",
              "Data: %s, %d train / %d test images, fingerprint %s" % (
                  meta["data"]["kind"], meta["data"]["train_images"], meta["data"]["test_images"],
                  meta["data"]["fingerprint"][:16]), "",

@@ -113,3 +113,32 @@ def test_level_weights_combine_contributions_and_level_k_reads_only_groups_up_to
             assert torch.allclose(m.all_levels(x)[k - 1], want, atol=1e-6)
     with pytest.raises(UserError, match="level_weights must be 3 lists"):
         GroupedNet(groups=3, level_weights=[[1.0], [0.5, 0.5]])
+
+
+def test_fitted_level_weights_are_chosen_once_per_step_and_never_changed_later(tiny_data, tmp_path, monkeypatch):
+    from compile.train import Trainer
+    from conftest import train_tiny
+    seen = []
+    orig = Trainer._fit_level
+
+    def spy(self, model, stage, st):
+        orig(self, model, stage, st)
+        seen.append([list(r) for r in model.level_weights])
+
+    monkeypatch.setattr(Trainer, "_fit_level", spy)
+    ck = train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, epochs=1, combine="fitted")
+    meta = json.load(open(ck[:-len(".safetensors")] + ".json"))
+    final = meta["level_weights"]
+    assert [s[k] for k, s in enumerate(seen)] == final  # level k's weights as fitted right after step k
+    assert all(v > 0 for r in final for v in r) and final[2] != [1.0 / 3] * 3
+    assert meta["data"]["held_out_images"] == 25 and meta["data"]["train_images"] == 231
+
+
+def test_resuming_after_the_spec_file_changed_is_refused(tiny_data, tmp_path):
+    from conftest import train_tiny
+    spec = [{"type": "conv", "channels": 8}, {"type": "maxpool"}, {"type": "gap"}]
+    path = _spec_file(tmp_path, spec)
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, epochs=1, arch=path)
+    _spec_file(tmp_path, [dict(spec[0], channels=12)] + spec[1:])
+    with pytest.raises(UserError, match="different settings.*arch_spec"):
+        train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, epochs=1, arch=path)
