@@ -142,3 +142,19 @@ def test_resuming_after_the_spec_file_changed_is_refused(tiny_data, tmp_path):
     _spec_file(tmp_path, [dict(spec[0], channels=12)] + spec[1:])
     with pytest.raises(UserError, match="different settings.*arch_spec"):
         train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, epochs=1, arch=path)
+
+
+def test_info_archs_lists_every_builtin_with_its_cost():
+    res = run_cli(["build.py", "info", "--archs"])
+    assert res.returncode == 0, res.stderr
+    rows = {r[0]: r for r in (line.split() for line in res.stdout.splitlines()) if r and r[0] in builtin_names()}
+    assert sorted(rows) == builtin_names()
+    assert rows["alexnet-cifar"][1:3] == ["129514", "7.67"] and rows["resnet-cifar"][2] == "27.10"
+
+
+def test_a_spec_file_that_is_not_json_is_one_line(tmp_path):
+    p = tmp_path / "bad.json"
+    p.write_text("{\"name\": \"x\", \"blocks\": [")
+    with pytest.raises(UserError, match="bad.json is not valid JSON") as exc:
+        load_spec(str(p))
+    assert "\n" not in str(exc.value)
