@@ -152,3 +152,21 @@ def test_tensorrt_8_2_parser_table_refuses_on_the_host_in_one_line(model, words)
     with pytest.raises(UserError) as exc:
         check_models([("groups/group1.onnx", model())], "nano-gpu")
     assert words in str(exc.value) and "\n" not in str(exc.value) and "8.2" in str(exc.value)
+
+
+def test_a_path_with_no_form_at_the_targets_opset_is_refused_in_one_line():
+    """grid_sample exists in ONNX only from opset 16; the nano-gpu target caps the export at 13."""
+    import torch
+    from compile.emit_onnx import export_path, target_opset
+    from compile.targets import get_target
+
+    class Warp(torch.nn.Module):
+        def forward(self, x):
+            grid = torch.zeros(x.shape[0], 4, 4, 2)
+            return torch.nn.functional.grid_sample(x, grid, align_corners=False).flatten(1)
+
+    opset, ir = target_opset(get_target("nano-gpu"))
+    with pytest.raises(UserError, match="cannot be expressed as ONNX opset 13") as exc:
+        export_path(Warp(), (3, 8, 8), opset, ir)
+    assert "\n" not in str(exc.value)
+    export_path(Warp(), (3, 8, 8), 16, 8)  # the same path is fine where the consumers accept opset 16
