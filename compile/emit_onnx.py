@@ -83,7 +83,7 @@ def _weights_nodes(level_scale, level_weights, G):
     nodes.append(helper.make_node("Gather", ["const/level_weights", "level_index"], ["weights"], axis=0,
                                   name="weights"))  # [1, G]
     for g in range(1, G + 1):
-        inits.append(numpy_helper.from_array(np.array([g - 1], np.int64), "const/group%d" % g))
+        inits.append(numpy_helper.from_array(np.array([g - 1], np.int32), "const/group%d" % g))  # TRT: no int64
         nodes.append(helper.make_node("Gather", ["weights", "const/group%d" % g], ["w%d" % g], axis=1,
                                       name="w%d" % g))  # [1, 1]: broadcasts over [N, classes]
     return inits, nodes
