@@ -473,6 +473,9 @@ def test_pycuda_is_compiled_with_cuda_on_path_and_tensorrt_is_never_pip_installe
                                                                              pycuda__driver="2022.1")),
                        "/usr/bin/python3", info, True)
     assert "python3-libnvinfer" in str(err) and "pip install" not in str(err) and err.exit_code == EXIT_REQUIREMENTS
+    err = needs.refuse("jetson@nano:22", target, gaps, "/usr/bin/python3", info, False)
+    assert "pip install --user pycuda==2022.1` (or deploy without --no-install); pycuda 2022.1" in str(err)
+    assert "nvcc" in str(err) and "python3-dev" in str(err) and "cuda-python needs CUDA 11.2+" in str(err)
 
 
 def test_ansible_playbook_passes_its_syntax_check():

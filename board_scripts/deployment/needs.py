@@ -147,7 +147,8 @@ def refuse(where, target, gaps, python, info, installing):
     if cannot:
         todo = "; ".join(r["fix"] or "install %s for %s" % (r["import"], python) for r in cannot)
     else:
-        todo = "run on the board `%s`%s" % (" && ".join(pip_command(python, info, r) for r, _ in gaps),
-                                            "" if installing else " (or deploy without --no-install)")
+        todo = "run on the board `%s`%s%s" % (" && ".join(pip_command(python, info, r) for r, _ in gaps),
+                                              "" if installing else " (or deploy without --no-install)",
+                                              "".join("; %s" % r["fix"] for r, _ in gaps if r["fix"]))
     return DeployError("%s: target %s needs %s on the board: %s" % (where, target["name"], names, todo),
                        EXIT_REQUIREMENTS)
