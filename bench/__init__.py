@@ -19,31 +19,31 @@ DEFAULT_STATIC = os.path.join("artifacts", "baselines", "static")
 PUBLISH_DIR = os.path.join("docs", "bench")
 
 
+# (flag, metavar, default, help): the benchmark's options, all but --quick and --publish taking a value
+OPTIONS = (
+    ("--target", None, "host-cpu",
+     "bundle target to measure on this machine; needs a TFLite engine (default %(default)s)"),
+    ("--checkpoint", None, DEFAULT_CKPT, "the grouped model (default %(default)s)"),
+    ("--bundle", "DIR", None, "bundle built from --checkpoint (default: artifacts/<target> when it was built from "
+                              "it, else one is built into the work folder)"),
+    ("--out", "DIR", None, "where bench.json, report.md and the plots go (default bench-out/<target>)"),
+    ("--work", "DIR", None, "cache of converted reference models (default OUT/work)"),
+    ("--threads", "N,N", None, "thread counts to measure (default: 1 and this machine's usable cores)"),
+    ("--data", "DIR", None, "re-measure every accuracy through the engines on this CIFAR-10 test split "
+                            "(default: the accuracies the checkpoints recorded)"),
+    ("--dense", "CKPT", DEFAULT_DENSE,
+     "dense-incremental baseline checkpoint (default %(default)s; missing is reported)"),
+    ("--static-dir", "DIR", DEFAULT_STATIC, "static baselines, DIR/width-K/model.safetensors (default %(default)s)"),
+    ("--demo", "PATH", None, "demo.json (or its directory) of `python build.py demo` (default: demo-out/, then "
+                             "docs/demo/)"),
+)
+
+
 def add_arguments(p):
-    p.add_argument("--target", default="host-cpu",
-                   help="bundle target to measure on this machine; needs a TFLite engine (default %(default)s)")
-    p.add_argument("--checkpoint", default=DEFAULT_CKPT, help="the grouped model (default %(default)s)")
-    p.add_argument("--bundle", metavar="DIR", default=None,
-                   help="bundle built from --checkpoint (default: artifacts/<target> when it was built from it, "
-                        "else one is built into the work folder)")
-    p.add_argument("--out", metavar="DIR", default=None,
-                   help="where bench.json, report.md and the plots go (default bench-out/<target>)")
-    p.add_argument("--work", metavar="DIR", default=None,
-                   help="cache of converted reference models (default OUT/work)")
+    for flag, metavar, default, help_ in OPTIONS:
+        p.add_argument(flag, metavar=metavar, default=default, help=help_)
     p.add_argument("--quick", action="store_true",
                    help="smoke mode: batch 1 only, few rounds, small accuracy subset (about 2 minutes)")
-    p.add_argument("--threads", metavar="N,N", default=None,
-                   help="thread counts to measure (default: 1 and this machine's usable cores)")
-    p.add_argument("--data", metavar="DIR", default=None,
-                   help="re-measure every accuracy through the engines on this CIFAR-10 test split "
-                        "(default: the accuracies the checkpoints recorded)")
-    p.add_argument("--dense", metavar="CKPT", default=DEFAULT_DENSE,
-                   help="dense-incremental baseline checkpoint (default %(default)s; missing is reported)")
-    p.add_argument("--static-dir", metavar="DIR", default=DEFAULT_STATIC,
-                   help="static baselines, DIR/width-K/model.safetensors (default %(default)s)")
-    p.add_argument("--demo", metavar="PATH", default=None,
-                   help="demo.json (or its directory) of `python build.py demo` (default: demo-out/, then "
-                        "docs/demo/)")
     p.add_argument("--publish", action="store_true",
                    help="also copy bench.json, report.md and the plots to %s" % PUBLISH_DIR)
 

@@ -5,6 +5,7 @@ A benchmark, not a test of speed: nothing here asserts a timing, only that every
 import argparse
 import json
 import os
+import shutil
 
 import pytest
 
@@ -14,6 +15,7 @@ from bench.refs import _cached
 from bench.run import _threads, command_line
 from bench.stats import ideal_latencies, latency_front, paired_ratios, ratio, summarize
 from compile.errors import UserError
+from conftest import run_cli
 
 
 # ---- the smoke run ----------------------------------------------------------------------------------------
@@ -28,6 +30,9 @@ def bench_out(tiny_ckpt, host_bundle, tmp_path_factory):
     with open(os.path.splitext(tiny_ckpt)[0] + ".json") as f:
         meta = json.load(f)
     meta.update(groups=1, levels=[dict(meta["levels"][0], test_accuracy=0.5)], static_width=1, scheme="static")
+    for key in ("level_scale", "group_widths", "level_weights"):  # per-group lists: one group's worth
+        if key in meta:
+            meta[key] = meta[key][:1]
     with open(str(static / "width-1" / "model.json"), "w") as f:
         json.dump(meta, f)
     with open(str(d / "demo.json"), "w") as f:
@@ -105,8 +110,6 @@ def test_quick_mode_writes_the_report_and_plots(bench_out):
 
 
 def test_a_tampered_bundle_is_one_line_before_anything_is_measured(tiny_ckpt, host_bundle, tmp_path):
-    from conftest import run_cli
-    import shutil
     bundle = str(tmp_path / "tampered")
     shutil.copytree(host_bundle, bundle)
     with open(os.path.join(bundle, "model.tflite"), "r+b") as f:
@@ -178,7 +181,7 @@ def test_command_line_and_thread_options():
     p = argparse.ArgumentParser()
     add_arguments(p)
     assert command_line(p.parse_args([])) == "python build.py bench"
-    assert command_line(p.parse_args(["--quick", "--threads", "1,2"])) == "python build.py bench --quick --threads 1,2"
+    assert command_line(p.parse_args(["--quick", "--threads", "1,2"])) == "python build.py bench --threads 1,2 --quick"
     assert _threads(None, 4) == [1, 4] and _threads(None, 1) == [1] and _threads("2,1,2", 8) == [1, 2]
     with pytest.raises(UserError, match="comma-separated"):
         _threads("one", 2)
@@ -186,14 +189,16 @@ def test_command_line_and_thread_options():
         _threads("0", 2)
 
 
-def test_manager_numbers_say_why_they_are_absent(tmp_path):
+def test_manager_numbers_say_why_they_are_absent(host_bundle, tmp_path):
     r = demo_result(str(tmp_path / "nothing"))
     assert r["status"] == "not run" and "python build.py demo" in r["note"]
     cost = decision_cost([str(tmp_path)])
     assert cost["status"] == "skipped" and "python build.py profile" in cost["note"]
-    with open(str(tmp_path / "profile.json"), "w") as f:
+    bundle = str(tmp_path / "bundle")
+    shutil.copytree(host_bundle, bundle)
+    with open(os.path.join(bundle, "profile.json"), "w") as f:
         f.write("[]")
-    cost = decision_cost([str(tmp_path)])
+    cost = decision_cost([bundle])
     assert cost["status"] == "failed" and "JSON object" in cost["note"]
     with open(str(tmp_path / "demo.json"), "w") as f:
         f.write("{broken")
