@@ -23,7 +23,7 @@ DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
 
 
 def cmd_train(args):
-    from compile.validate import check_recipe
+    from compile.validate import check_checkpoint_out, check_recipe
     check_recipe(vars(args))  # every numeric flag, before torch is imported or anything is written
     from compile.data import load_dataset
     from compile.train import Trainer, default_config
@@ -35,6 +35,7 @@ def cmd_train(args):
                        "dense": os.path.join("artifacts", "baselines", "dense"),
                        "static": os.path.join("artifacts", "baselines", "static")}[cfg["scheme"]]
     run_dir = args.run_dir or os.path.join("runs", os.path.basename(os.path.normpath(out)) + "-" + cfg["scheme"])
+    check_checkpoint_out(out, cfg["scheme"], int(cfg["groups"]))  # before hours of training, not after
     data = load_dataset(args.data, args.dataset, cfg["input_size"], args.channels, args.cache_dir, args.cache)
     print("data: %s, %d train / %d test images, %d classes; run dir %s; output %s" % (
         data.kind, len(data.train_x), len(data.test_x), len(data.classes), run_dir, out))

@@ -9,11 +9,11 @@ import os
 
 from compile.arch import spec_of, widths_of
 from compile.errors import UserError
-from compile.validate import SCHEMES, check_sidecar, check_tensor_header  # noqa: F401 - SCHEMES re-exported
+from compile.validate import CHECKPOINT_FORMAT, SCHEMES, check_sidecar, check_tensor_header  # noqa: F401 - SCHEMES re-exported
 from runtime.bundle import atomic_write_bytes, sha256_file  # the project's one writer and checksum
 from runtime.schema import load_json
 
-FORMAT = "dynn-checkpoint"
+FORMAT = CHECKPOINT_FORMAT
 FORMAT_VERSION = 1
 
 

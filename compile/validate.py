@@ -21,6 +21,7 @@ MAX_BATCH = 1024          # a larger batch gains nothing on the boards and is a 
 INPUT_SIZES = (16, 224)   # the image sizes the architectures are built for (issue 11)
 MAX_CLASSES = 1000
 CHANNELS = (1, 3)
+CHECKPOINT_FORMAT = "dynn-checkpoint"  # the "format" of a sidecar (compile/checkpoint.py writes it)
 ENGINES = ("tflite", "tensorrt")
 EMITS = ("tflite", "onnx", "group-onnx")
 PRECISIONS = ("fp32", "fp16")
@@ -113,6 +114,25 @@ def check_replaceable(out_dir):
         raise UserError(refuse % exc)
     if man.get("schema_version") not in range(1, SCHEMA_VERSION + 1):
         raise UserError(refuse % ("manifest schema_version %r" % man.get("schema_version")))
+
+
+def check_checkpoint_out(out_dir, scheme, groups):
+    """Training writes model.safetensors, model.json and training.md into out_dir (static: out_dir/width-k/);
+    it may overwrite them only when they are a checkpoint this tool wrote, never someone's own model.json."""
+    dirs = [os.path.join(out_dir, "width-%d" % k) for k in range(1, groups + 1)] if scheme == "static" else [out_dir]
+    for d in dirs:
+        present = [n for n in ("model.safetensors", "model.json", "training.md") if os.path.lexists(os.path.join(d, n))]
+        if present and not _our_checkpoint(os.path.join(d, "model.json")):
+            raise UserError("--out %s already holds %s that is not a checkpoint this tool wrote; refusing to overwrite "
+                            "it: choose another --out" % (d, ", ".join(present)))
+
+
+def _our_checkpoint(side):
+    try:
+        doc = schema.load_json(side, "", UserError)
+    except UserError:
+        return False
+    return isinstance(doc, dict) and doc.get("format") == CHECKPOINT_FORMAT
 
 
 # ---- target files ----------------------------------------------------------------------------------

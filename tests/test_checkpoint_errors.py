@@ -230,3 +230,11 @@ def test_quiet_fds_hides_native_output_and_shows_it_only_when_the_block_fails(ca
 def test_tflite_runtime_versions_compare_as_versions_not_strings():
     from compile.emit_tflite import _vkey
     assert _vkey("2.10.0") > _vkey("2.9.1") and _vkey("2.7") == _vkey("2.7.0")
+
+
+def test_training_may_overwrite_its_own_checkpoint_but_not_a_foreign_model_json(tiny_ckpt, tmp_path):
+    from compile.validate import check_checkpoint_out
+    check_checkpoint_out(os.path.dirname(tiny_ckpt), "grouped", 3)  # retraining into the same --out is fine
+    (tmp_path / "model.json").write_text('{"format": "keras"}')
+    with pytest.raises(UserError, match="refusing to overwrite"):
+        check_checkpoint_out(str(tmp_path), "grouped", 3)

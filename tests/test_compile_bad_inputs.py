@@ -104,6 +104,12 @@ def train_cases():
     for flag, v in sorted(TRAIN_UNPARSABLE.items()):
         yield Case("train%s=%r(unparsable)" % (flag, v), lambda tmp, f=flag, v=v: _train(tmp, f + "=" + v), 2, [flag])
     yield Case("train-without-data", lambda tmp: [BUILD, "train"], 2, ["--data"])
+    for name, files in (("foreign-model.json", {"model.json": '{"model": "mine"}', "weights.bin": "x"}),
+                        ("model.json-a-list", {"model.json": "[]"}), ("training.md-only", {"training.md": "# notes"})):
+        yield Case("train--out=" + name, lambda tmp, fs=files: _train(tmp, "--out", _dir_with(tmp, fs)), 1,
+                   ["refusing to overwrite"])
+    yield Case("train--out=static-width-dir-foreign", lambda tmp: _train(
+        tmp, "--scheme", "static", "--groups", "2", "--out", _static_out(tmp)), 1, ["width-2", "refusing to overwrite"])
     for v in ("1,2", "0,1,1,1", "a", "1,1,1,100"):
         yield Case("train--group-widths=%s" % v, lambda tmp, v=v: _train(tmp, "--group-widths=" + v), 1,
                    ["--group-widths"])
@@ -135,6 +141,14 @@ FOREIGN_OUT = {  # what --out may hold that is not ours: it must be refused, eve
     "manifest-a-list": {"manifest.json": "[1, 2]", "notes.txt": "mine"},
     "non-empty-no-manifest": {"thesis.tex": "years of work"},
 }
+
+
+def _static_out(tmp):
+    d = _dir_with(tmp, {})
+    os.makedirs(os.path.join(d, "width-2"))
+    with open(os.path.join(d, "width-2", "model.safetensors"), "w") as f:
+        f.write("someone's tensors")
+    return d
 
 
 def build_cases():
