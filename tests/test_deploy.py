@@ -535,3 +535,13 @@ def test_a_bad_board_requirement_in_a_manifest_is_one_line_naming_the_field(entr
     msg = str(e.value)
     assert msg.startswith("b/manifest.json: target.board_requirements[0]") and field in msg, msg
     assert "rebuild the bundle (python build.py --target xu3)" in msg and "\n" not in msg
+
+
+def test_a_host_python_without_numpy_or_packaging_gets_one_line_naming_the_venv():
+    # -S: no site-packages, so runtime/ (numpy) and the version ranges (packaging) cannot import
+    r = subprocess.run([sys.executable, "-S", "-m", "board_scripts.deployment", "x", "--host", "h"], cwd=ROOT,
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True, timeout=60)
+    assert r.returncode == EXIT_USAGE and r.stdout == "", r.stdout + r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: this Python (%s) cannot run deploy: No module "
+                                                             "named " % sys.executable), r.stderr
+    assert ".venv/bin/python board_scripts/deploy.py" in r.stderr
