@@ -206,6 +206,8 @@ def target_cases():
                    ["host-cpu.json", key])
     for name, raw in (("not-json", "{"), ("a-list", "[]"), ("empty", "")):
         yield Case("target-" + name, lambda tmp, r=raw: _targets(tmp, raw=r), 1, ["host-cpu.json"])
+    yield Case("target-broken-in---list-targets", lambda tmp: _targets(tmp, _drop(["engine"]))[:3] + ["--list-targets"],
+               1, ["host-cpu.json", "engine"])
 
 
 # ---- checkpoint sidecar fields --------------------------------------------------------------------------
