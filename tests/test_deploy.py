@@ -545,3 +545,17 @@ def test_a_host_python_without_numpy_or_packaging_gets_one_line_naming_the_venv(
     assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: this Python (%s) cannot run deploy: No module "
                                                              "named " % sys.executable), r.stderr
     assert ".venv/bin/python board_scripts/deploy.py" in r.stderr
+
+
+def test_staging_left_by_a_dropped_connection_is_removed_after_a_day_and_not_before(sshd, deployed, host_bundle):
+    target, _ = deployed
+    old, fresh = target / "releases" / ".staging-OLDone", target / "releases" / ".staging-NEWone"
+    for d in (old, fresh):
+        (d / "runtime").mkdir(parents=True)
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(str(old), (two_days_ago, two_days_ago))
+    r = deploy(sshd, host_bundle, target, "--skip-requirements")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not old.exists() and "removed %s/releases/.staging-OLDone" % target in r.stdout
+    assert fresh.is_dir()  # may be another deploy's, still running
+    shutil.rmtree(str(fresh))
