@@ -22,6 +22,13 @@ def run_cli(func, args, resume_hint=None):
     except KeyboardInterrupt:
         print("interrupted%s" % ("; " + resume_hint if resume_hint else ""), file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `python -m runtime info B | head`: the reader left; say nothing more, exit as a pipe-killed tool does.
+        try:
+            sys.stdout = open(os.devnull, "w")
+        except OSError:
+            pass
+        return 141
 
 
 def utc_now():
