@@ -183,7 +183,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             "onnx": "model.onnx", "group_onnx": ["groups/group%d.onnx" % g for g in range(1, G + 1)],
             "precision": target["precision"], "batch_sizes": batch_sizes, "plan": "model.plan",
             "record": "engine.json", "built_on_device": True,
-            "build_command": "python3 board_scripts/trt_build.py BUNDLE_DIR [--mode if|per-group]"}
+            "build_command": "python3 -m runtime trt-build BUNDLE_DIR [--mode if|per-group]"}
 
     if target["engine"] == "tflite":
         t = time.time()
