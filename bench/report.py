@@ -248,5 +248,5 @@ def render(res):
 
 
 def write_report(res, path):
-    from compile.checkpoint import atomic_write_bytes
+    from runtime.bundle import atomic_write_bytes
     atomic_write_bytes(path, render(res).encode("utf-8"))
