@@ -14,8 +14,10 @@ import numpy as np
 
 from runtime.bundle import read_manifest, verify_files
 from runtime.errors import RuntimeUserError
+from runtime.placement import freeze
 
 BACKENDS = ("tflite", "onnx", "tensorrt")
+_KEEP = object()  # set_operating_point(placement=...) left out: keep the current one
 
 
 def _backend_class(name):
@@ -88,6 +90,7 @@ class Model(object):
         self._platform = None
         self._lock = threading.RLock()
         self._closed = False
+        self._pool, self._placement, self._placements = None, None, {}  # issue 14: runtime.workers
 
     # ---- levels ----------------------------------------------------------------------------------
     def _check_level(self, level):
@@ -99,6 +102,8 @@ class Model(object):
 
     def set_level(self, level):
         self.level = self._check_level(level)
+        if self._placement is not None and self._placement.level != self.level:
+            self._placement = None  # a placement belongs to its level; another level runs on one PE
 
     # ---- data ------------------------------------------------------------------------------------
     def preprocess(self, images):
@@ -135,15 +140,19 @@ class Model(object):
     def _infer(self, x, n, level):
         if n == 0:
             return np.zeros((0, self.num_classes), np.float32)
-        sizes = self.backend.batch_sizes
+        plan = self._placement
+        if plan is not None and plan.level == level:
+            run, sizes = plan.run, plan.batch_sizes
+        else:
+            run, sizes = self.backend.run_level, self.backend.batch_sizes
         if sizes is None or n in sizes:  # None: the engine takes any batch (ONNX Runtime, TensorRT)
-            return self.backend.run_level(np.ascontiguousarray(x), level)
+            return run(np.ascontiguousarray(x), level)
         out = np.empty((n, self.num_classes), np.float32)
         for start, rows, batch in _chunks(n, sizes):
             part = x[start:start + rows]
             if batch != rows:
                 part = np.concatenate([part, np.zeros((batch - rows,) + self.input_shape, np.float32)])
-            out[start:start + rows] = self.backend.run_level(np.ascontiguousarray(part), level)[:rows]
+            out[start:start + rows] = run(np.ascontiguousarray(part), level)[:rows]
         return out
 
     def predict(self, images, level=None):
@@ -166,12 +175,21 @@ class Model(object):
                                    "before the first set_operating_point")
         self._platform = platform
 
-    def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None):
-        """Switch level, task mapping (cluster affinity, threads) and frequencies in one call."""
+    def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None,
+                            placement=_KEEP):
+        """Switch level, task mapping (cluster affinity, threads), frequencies and placement in one call.
+
+        placement (issue 14, runtime/placement.py): which groups of the level run on which PE, each PE with
+        its own worker thread and engine; None = all on the Model's engine (the default). Left out, the
+        current placement stays while the level does; a new level without one runs on one PE."""
         self._check_open()
         if level is not None:
             level = self._check_level(level)
         threads = check_threads(threads, self._platform_args["sysfs_root"])
+        plan = self._place(self.level if level is None else level, placement)
+        if cluster is not None and plan is not None:
+            raise RuntimeUserError("cluster= pins the whole process, a placement pins each PE's worker: give "
+                                   "one of them (placement=None for cluster=)")
         name = None
         if cluster is not None:
             name = self.platform.cluster(cluster)  # "big"/"little" aliases -> the board's cluster name
@@ -191,6 +209,43 @@ class Model(object):
                 self.backend.set_threads(threads)
         if level is not None:
             self.level = level
+        self._placement = plan
+
+    def _place(self, level, placement):
+        """The Plan the call leaves in force: kept, dropped (None) or parsed and bound to workers."""
+        if placement is _KEEP:
+            current = self._placement
+            return current if current is not None and current.level == level else None
+        if placement is None:
+            return None
+        try:
+            key = (level, freeze(placement))
+            parts = self._placements.get(key)
+        except TypeError:  # unhashable values: parse() says what is wrong with them
+            key, parts = None, None
+        if parts is None:
+            from runtime.bundle import level_weights
+            from runtime.placement import Board, parse
+            from runtime.platform import online_cpus
+            board = Board(online_cpus(self._platform_args["sysfs_root"]), lambda: self.platform)
+            engine = self.backend.name if self.backend.name != "tensorrt" else (
+                "tflite" if "tflite" in self.manifest["engines"] else "onnx")
+            parts = parse(placement, level, board, engine, level_weights(self.manifest),
+                          self.manifest["model"]["level_scale"])
+            if key is not None:
+                self._placements[key] = parts
+        if self._pool is None:
+            from runtime.workers import Pool
+            self._pool = Pool(self)
+        return self._pool.plan(level, parts)
+
+    @property
+    def placement(self):
+        """The placement in force as plain JSON (runtime.placement.describe), or None: one PE."""
+        if self._placement is None or self._placement.level != self.level:
+            return None
+        from runtime.placement import describe
+        return describe(self._placement.parts)
 
     # ---- life cycle ------------------------------------------------------------------------------
     def close(self):
@@ -199,6 +254,8 @@ class Model(object):
         with self._lock:
             self._closed = True
             try:
+                if self._pool is not None:
+                    self._pool.close()
                 if self._platform is not None:
                     self._platform.close()
             finally:

@@ -29,3 +29,21 @@ class Backend(object):
 
     def close(self):
         """Release engine resources; must be safe to call twice."""
+
+
+def combine(parts, level, weights, scale):
+    """Level `level`'s logits from its groups' logits: parts is [(group, logits)] in group order, weights
+    the level's entry of runtime.bundle.level_weights (None: the plain mean) and scale its level_scale.
+    The one copy of this arithmetic (TFLite run_level and runtime.workers use it); the mean is summed in
+    group order, then scaled, as the golden vectors were made (bit-identical to the old bundles)."""
+    if weights is None:
+        out = parts[0][1]
+        for _, p in parts[1:]:
+            out = out + p
+        if level > 1:
+            out *= scale
+        return out
+    out = parts[0][1] * weights[parts[0][0] - 1]
+    for g, p in parts[1:]:
+        out += p * weights[g - 1]
+    return out

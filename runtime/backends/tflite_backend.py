@@ -16,7 +16,7 @@ import weakref
 
 import numpy as np
 
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, combine
 from runtime.bundle import level_weights
 from runtime.errors import RuntimeUserError
 
@@ -139,21 +139,15 @@ class TFLiteBackend(Backend):
             for b in batch_sizes:
                 self._warm(eng, g, b)
 
+    def contributions(self, x, groups, threads=None):
+        """[(group, logits)] of `groups` from the calling thread's interpreter at `threads` engine threads
+        (the current count when None): runtime.workers runs a placement's groups through this."""
+        call = self._engine(threads).call
+        return [(g, call(g, x)) for g in groups]
+
     def run_level(self, x, level):
-        call = self._engine().call
-        w = self.weights[level - 1]
-        if w is None:
-            # The mean of the groups, in the order and precision the golden vectors were made with.
-            out = call(1, x)
-            for g in range(2, level + 1):
-                out = out + call(g, x)
-            if level > 1:
-                out *= self.scale[level - 1]
-            return out
-        out = call(1, x) * w[0]
-        for g in range(2, level + 1):
-            out += call(g, x) * w[g - 1]
-        return out
+        return combine(self.contributions(x, range(1, level + 1)), level, self.weights[level - 1],
+                       self.scale[level - 1])
 
     def close(self):
         self._closed = True
