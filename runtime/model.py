@@ -231,7 +231,7 @@ class Model(object):
             engine = self.backend.name if self.backend.name != "tensorrt" else (
                 "tflite" if "tflite" in self.manifest["engines"] else "onnx")
             parts = parse(placement, level, board, engine, level_weights(self.manifest),
-                          self.manifest["model"]["level_scale"])
+                          self.manifest["model"]["level_scale"], sorted(self.manifest["engines"]))
             if key is not None:
                 self._placements[key] = parts
         if self._pool is None:

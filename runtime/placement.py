@@ -118,17 +118,21 @@ def _groups(key, groups, level, owner):
     return tuple(sorted(out))
 
 
-def parse(placement, level, board, default_engine, weights, scale):
+def parse(placement, level, board, default_engine, weights, scale, engines=ENGINES):
     """A checked placement of `level`: a tuple of Parts ordered by their first group.
 
     default_engine: the CPU engine a PE gets when it names none; weights, scale: runtime.bundle.level_weights
-    and level_scale (a level engine's prefix 1..j stands for level k's groups only when they are weighed alike)."""
+    and level_scale (a level engine's prefix 1..j stands for level k's groups only when they are weighed alike);
+    engines: those the bundle carries."""
     if not isinstance(placement, dict) or not placement:
         raise RuntimeUserError("placement must be a non-empty dict of PE -> groups, e.g. {'cpu:0': [1, 2], "
                                "'cpu:1': [3, 4]}; got %r" % (placement,))
     owner, parts, names = {}, [], {}
     for key, value in placement.items():
         pe, groups = _pe(key, value, board, default_engine)
+        if pe.engine not in engines:
+            raise RuntimeUserError("placement PE %r uses %s, which this bundle does not carry (it has: %s)"
+                                   % (key, pe.engine, ", ".join(engines)))
         if pe.name in names:
             raise RuntimeUserError("placement names PE %s twice (%r and %r); list each PE once"
                                    % (pe.name, names[pe.name], key))
@@ -159,7 +163,7 @@ def _check_prefix(key, engine, groups, level, weights, scale):
     j = len(groups)
     if groups != tuple(range(1, j + 1)):
         raise RuntimeUserError("placement PE %r runs %s, which computes a level as one graph: it can hold groups "
-                               "1..j of the level only, not %s; give it [1..%d] or use tflite for these groups"
+                               "1..j of the level only, not %s; give it groups 1 to %d or use tflite for these"
                                % (key, engine, list(groups), j))
     wk, wj = _effective(level, weights, scale), _effective(j, weights, scale)
     ratio = [wk[g] / wj[g] for g in range(j)]
@@ -182,7 +186,7 @@ def freeze(placement):
         return tuple(sorted(((k, freeze(v)) for k, v in placement.items()), key=repr))
     if isinstance(placement, (list, tuple)):
         return tuple(freeze(v) for v in placement)
-    return placement
+    return type(placement), placement  # 4.0 == 4 and True == 1 as keys: the type keeps them apart
 
 
 def describe(parts):
