@@ -9,7 +9,7 @@ also copies them to docs/bench/ (the report the README links to).
 
 Modules, one job each: refs (single-level, dense and static reference files), engines (the callables timed),
 latency (interleaved timing), switching, memory (+ memory_worker, fresh processes), peak (GEMM limit),
-accuracy, manager, stats (pure arithmetic), run (orchestration), report and plots.
+parallel (groups split over CPUs, issue 14), accuracy, manager, stats (pure arithmetic), run (orchestration), report and plots.
 """
 import os
 
@@ -36,6 +36,9 @@ OPTIONS = (
     ("--static-dir", "DIR", DEFAULT_STATIC, "static baselines, DIR/width-K/model.safetensors (default %(default)s)"),
     ("--demo", "PATH", None, "demo.json (or its directory) of `python build.py demo` (default: demo-out/, then "
                              "docs/demo/)"),
+    ("--split", "JSON", None, "placement the groups-in-parallel section times against one core and two threads "
+                              "(bench/parallel.py), e.g. '{\"cpu:0\": [1, 2], \"cpu:1\": [3, 4]}' (default: the "
+                              "full level's groups halved over the first two usable CPUs)"),
 )
 
 

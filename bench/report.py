@@ -241,8 +241,9 @@ def render(res):
         lines.append("| %s | %s | %s | %s |" % (c["name"], DASH if c["value"] is None else "%.3g" % c["value"],
                                                c["limit"], {True: "ok", False: "**failed**", None: "n/a"}[c["ok"]]))
     lines.append("")
-    for section in (_latency_section, _switching_section, _memory_section, _peak_section, _accuracy_section,
-                    _manager_section, _machine_section):
+    from bench.parallel import report_section as _parallel_section
+    for section in (_latency_section, _switching_section, _memory_section, _peak_section, _parallel_section,
+                    _accuracy_section, _manager_section, _machine_section):
         lines += section(res)
     return "\n".join(lines).rstrip() + "\n"
 

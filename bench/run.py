@@ -258,6 +258,11 @@ def run_bench(args, log=print):
 
     peaks = measure_peaks(threads_list, configs, macs[-1], mode, log)
 
+    from bench import parallel as par_mod
+    log("parallel: level %d split over two CPUs vs one core and two threads" % G)
+    par = par_mod.measure_parallel(bundle, in_shape, macs[-1], peaks, batches, mode, log,
+                                   par_mod.parse_split(getattr(args, "split", None)))
+
     log("accuracy")
     acc = acc_mod.records(ckpt_path, meta, args.dense, args.static_dir, G)
     if args.data:
@@ -281,7 +286,7 @@ def run_bench(args, log=print):
         "levels": [{"level": int(lv["level"]), "macs": int(lv["macs"]), "params": int(lv["params"])}
                    for lv in meta["levels"]],
         "latency": configs, "agreement_max_abs": agreement, "switching": switching, "memory": mem,
-        "peak": peaks, "accuracy": acc, "manager": mgr, "notes": notes,
+        "peak": peaks, "parallel": par, "accuracy": acc, "manager": mgr, "notes": notes,
         "references": {"single_level": {str(k): _rel(v) for k, v in single.items()},
                        "dense": _rel(dense_path) if dense else dense_meta},
     }
@@ -310,6 +315,8 @@ def checks(result):
     sw = result["switching"]["ratio_open_vs_set_level"]
     out.append({"name": "set_level at least 100x cheaper than reloading a model", "value": sw, "limit": 100,
                 "ok": None if sw is None else sw >= 100})
+    from bench.parallel import checks as parallel_checks
+    out.extend(parallel_checks(result.get("parallel")))
     return out
 
 
