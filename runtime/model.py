@@ -186,6 +186,8 @@ class Model(object):
         if level is not None:
             level = self._check_level(level)
         threads = check_threads(threads, self._platform_args["sysfs_root"])
+        if cluster is not None and placement is _KEEP:
+            placement = None  # pinning the process to a cluster runs the level there, on one PE
         plan = self._place(self.level if level is None else level, placement)
         if cluster is not None and plan is not None:
             raise RuntimeUserError("cluster= pins the whole process, a placement pins each PE's worker: give "
@@ -194,6 +196,8 @@ class Model(object):
         if cluster is not None:
             name = self.platform.cluster(cluster)  # "big"/"little" aliases -> the board's cluster name
             self.platform.pin(name)
+            if self._pool is not None:
+                self._pool.epoch += 1  # the pin reached the PE workers too: they take their CPUs back
             if threads is None:
                 threads = self.platform.cores(name)
         if cpu_freq_khz is not None:

@@ -6,6 +6,8 @@ intra-op threads), created by that thread, inherits the same CPUs. Engines per P
   tflite    one interpreter of its own (TFLiteBackend gives each calling thread one) at the PE's threads
   onnx      an InferenceSession of its own at the PE's threads, run as level j for its groups 1..j
   tensorrt  a TensorRTBackend (CUDA context and execution contexts) of its own, run the same way
+The threads an engine started while its worker opened it are remembered: set_operating_point(cluster=...)
+pins every thread of the process, so afterwards each worker re-pins itself and those at its next job.
 Both bindings release the GIL while they compute, so the PEs run at the same time. Hand-off is a pair of
 plain locks per worker (the cheapest wake-up CPython has: a futex each way; queue.Queue adds a Condition).
 Placed runs of one Model are serialised by one lock: a placement already keeps its PEs busy.
@@ -19,11 +21,13 @@ from runtime.backends.base import combine
 from runtime.bundle import level_weights
 from runtime.errors import PlatformError, RuntimeUserError
 from runtime.placement import GROUP_ENGINES, divisor
+from runtime.platform.mapping import _threads
 
 
 class _Worker(object):
-    def __init__(self, pe, opener):
-        self.pe, self._opener = pe, opener
+    def __init__(self, pe, opener, epoch):
+        self.pe, self._opener, self._epoch_of = pe, opener, epoch
+        self._epoch, self._engine_tids = epoch(), ()
         self._go, self._done = threading.Lock(), threading.Lock()
         self._go.acquire()
         self._done.acquire()
@@ -39,14 +43,10 @@ class _Worker(object):
 
     def _loop(self):
         try:
-            if self.pe.cpus:
-                try:
-                    os.sched_setaffinity(0, self.pe.cpus)
-                except (OSError, AttributeError) as exc:
-                    raise PlatformError("cannot pin PE %s to CPUs %s: %s (CPUs this process may use: %s)"
-                                        % (self.pe.name, sorted(self.pe.cpus), getattr(exc, "strerror", exc),
-                                           sorted(os.sched_getaffinity(0))))
+            self._pin((0,))
+            before = set(_threads())
             run, self._closer = self._opener(self.pe)
+            self._engine_tids = tuple(set(_threads()) - before)  # the engine's own pool, started just now
         except BaseException as exc:  # noqa: BLE001 - handed to the thread that asked for this PE
             self._error = exc
             self._done.release()
@@ -58,6 +58,9 @@ class _Worker(object):
             if job is None:
                 break
             try:
+                if self._epoch != self._epoch_of():  # cluster= pinned every thread since: take ours back
+                    self._pin((0,) + self._engine_tids)
+                    self._epoch = self._epoch_of()
                 self._result = run(*job)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the calling thread by wait()
                 self._error = exc
@@ -67,6 +70,19 @@ class _Worker(object):
                 self._closer()
         finally:
             self._done.release()
+
+    def _pin(self, tids):
+        if not self.pe.cpus:
+            return
+        try:
+            for tid in tids:
+                os.sched_setaffinity(tid, self.pe.cpus)
+        except ProcessLookupError:
+            pass  # an engine thread that has exited
+        except (OSError, AttributeError) as exc:
+            raise PlatformError("cannot pin PE %s to CPUs %s: %s (CPUs this process may use: %s)"
+                                % (self.pe.name, sorted(self.pe.cpus), getattr(exc, "strerror", exc),
+                                   sorted(os.sched_getaffinity(0))))
 
     def submit(self, x, groups):
         self._job = (x, groups)
@@ -136,6 +152,7 @@ class Pool(object):
         self.weights = level_weights(model.manifest)
         self.scale = [float(s) for s in model.manifest["model"]["level_scale"]]
         self.lock = threading.Lock()
+        self.epoch = 0  # Model.set_operating_point(cluster=...) counts up: workers then re-pin themselves
         self._workers, self._plans, self._tflite, self._closed = {}, {}, None, False
 
     def check_open(self):
@@ -162,7 +179,7 @@ class Pool(object):
             for p in parts:
                 w = self._workers.get(p.pe)
                 if w is None:
-                    w = self._workers[p.pe] = _Worker(p.pe, self._opener(p.pe))
+                    w = self._workers[p.pe] = _Worker(p.pe, self._opener(p.pe), lambda: self.epoch)
                 workers.append(w)
             plan = Plan(self, level, parts, workers)
             plan.warm()
@@ -173,7 +190,11 @@ class Pool(object):
         """The function a worker calls in its own thread: -> (run(x, groups) -> [(group, logits)], close)."""
         if pe.engine in GROUP_ENGINES:
             backend, threads = self.tflite(), pe.threads
-            return lambda pe: (lambda x, groups: backend.contributions(x, groups, threads), None)
+
+            def open_group_engine(pe):
+                backend.contributions(None, (), threads)  # opens this thread's interpreter (and its pool) now
+                return (lambda x, groups: backend.contributions(x, groups, threads)), None
+            return open_group_engine
         divs = [divisor(j, self.weights, self.scale) for j in range(1, len(self.scale) + 1)]
 
         def open_level_engine(pe):

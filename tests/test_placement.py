@@ -102,6 +102,24 @@ def test_each_worker_runs_pinned_to_its_own_cpus(model):
 
 
 @needs_two
+def test_workers_take_their_cpus_back_after_a_cluster_pin_moved_every_thread(tmp_path):
+    if not hasattr(threading.Thread, "native_id"):
+        pytest.skip("Thread.native_id needs Python 3.8")
+    split = {"cpu:0": {"groups": [1, 2], "engine": "onnx"}, "cpu:1": [3, 4]}
+    with runtime.load(BUNDLE, threads=1, state_dir=str(tmp_path), dvfs=False) as m:
+        m.set_operating_point(level=4, placement=split)
+        m.set_operating_point(cluster="all")  # the generic board's one cluster: every CPU, every thread
+        assert m.placement is None
+        workers = list(m._pool._workers.values())
+        assert all(os.sched_getaffinity(w.thread.native_id) == set(m.platform.cluster_cpus("all")) for w in workers)
+        m.set_operating_point(placement=split)
+        m.infer(np.zeros((1, 3, 32, 32), np.float32))
+        for w in workers:
+            for tid in (w.thread.native_id,) + w._engine_tids:
+                assert os.sched_getaffinity(tid) == set(w.pe.cpus)
+
+
+@needs_two
 def test_a_new_level_without_placement_runs_on_one_pe_and_infer_at_another_level_too(model, inputs, sequential):
     model.set_operating_point(level=4, placement={"cpu:0": [1, 2], "cpu:1": [3, 4]})
     np.testing.assert_array_equal(model.infer(inputs[1], level=2), sequential[(2, 1)])
