@@ -34,6 +34,10 @@ def plot_profile(prof, path):
             continue
         ax.scatter([ps.cost(p, axis) for p in have], [y(p) for p in have], s=14, color="0.7",
                    label="all %d operating points" % len(have), zorder=1)
+        split = [p for p in have if p.get("placement")]  # issue 14: groups split over PEs
+        if split:
+            ax.scatter([ps.cost(p, axis) for p in split], [y(p) for p in split], s=40, marker="D", facecolors="none",
+                       edgecolors="C1", label="groups split over PEs (%d)" % len(split), zorder=2)
         front = [byid[i] for i in prof["fronts"].get(axis, [])]
         fx, fy = [ps.cost(p, axis) for p in front], [y(p) for p in front]
         ax.step(fx, fy, where="post", color="C0", lw=1.5, zorder=2)

@@ -9,9 +9,10 @@ import numpy as np
 
 from runtime.errors import RuntimeUserError
 from runtime.manifest_schema import check_manifest
+from runtime.schema import load_json
 
 SCHEMA = "dynn-bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # reads 1 (uniform weights only) and 2 (level_weights); docs/bundle.md
 
 
 def sha256_file(path):
@@ -53,17 +54,6 @@ def atomic_write_json(path, doc, mode=0o644):
     atomic_write_bytes(path, (json.dumps(doc, indent=2, sort_keys=False) + "\n").encode("utf-8"), mode)
 
 
-def read_json(path, fix, error=RuntimeUserError):
-    """The JSON document in `path`; unreadable, undecodable or invalid JSON is one line ending in `fix`.
-    For every JSON file the project reads (manifest, engine record, profile, board and state files)."""
-    try:
-        with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise error("%s cannot be read as JSON (%s); %s"
-                    % (path, " ".join(str(exc).split()) or type(exc).__name__, fix))
-
-
 def read_manifest(bundle_dir):
     """The bundle's manifest, checked once here against runtime/manifest_schema.py (one-line errors)."""
     path = os.path.join(bundle_dir, "manifest.json")
@@ -73,7 +63,7 @@ def read_manifest(bundle_dir):
     if not os.path.isfile(path):
         raise RuntimeUserError("%s has no manifest.json; it is not a bundle (build one with: "
                                "python build.py --target NAME)" % bundle_dir)
-    man = read_json(path, "rebuild or re-deploy the bundle")
+    man = load_json(path, "rebuild or re-deploy the bundle")
     if not isinstance(man, dict) or man.get("schema") != SCHEMA:
         raise RuntimeUserError("%s is not a dynn bundle manifest (schema %r); point at a directory made by "
                                "python build.py --target NAME" % (path, man.get("schema") if isinstance(man, dict)
@@ -262,8 +252,8 @@ def check_profile(doc, where="profile", manifest=None):
     none = type(None)
     require_dict(doc, where, PROFILE_FIX)
     f(doc, "schema", str, check=lambda v: v == ps.SCHEMA, expect=repr(ps.SCHEMA))
-    f(doc, "schema_version", int, check=lambda v: v == ps.SCHEMA_VERSION,
-      expect="%d (the version this runtime writes and reads)" % ps.SCHEMA_VERSION)
+    f(doc, "schema_version", int, check=lambda v: v in ps.READ_VERSIONS,
+      expect="one of %s (the versions this runtime reads)" % list(ps.READ_VERSIONS))
     points = f(doc, "points", [dict], check=len, expect="a non-empty list of operating points")
     for i, p in enumerate(points):
         pre = "points[%d]." % i
@@ -280,6 +270,7 @@ def check_profile(doc, where="profile", manifest=None):
             f(lat, key, float, pre + "latency_ms.", check=_positive, expect="a positive number of milliseconds")
         for key in ("energy_mj", "power_w"):
             f(p, key, (float, none), pre, check=_positive, expect="a positive number or null")
+        _check_placement(f, p, pre)
     plat = f(doc, "platform", dict, default={})
     f(plat, "dvfs_available", bool, "platform.", default=False)
     for name, c in f(plat, "clusters", dict, "platform.", default={}).items():
@@ -291,6 +282,20 @@ def check_profile(doc, where="profile", manifest=None):
     if manifest is not None:
         _check_profile_identity(doc, where, manifest, set(p["backend"] for p in points))
     return doc
+
+
+def _check_placement(f, p, pre):
+    """A placement point's fields (schema 3); runtime.placement.parse checks the rest when it is applied."""
+    none = type(None)
+    pl = f(p, "placement", (dict, none), pre, default=None)
+    f(p, "predicted_ms", (float, none), pre, check=_positive, expect="a positive number or null", default=None)
+    for name, khz in (f(p, "cpu_freqs_khz", (dict, none), pre, default=None) or {}).items():
+        f({name: khz}, name, int, pre + "cpu_freqs_khz.", check=_positive, expect="a positive integer in kHz")
+    for pe, part in (pl or {}).items():
+        where = pre + "placement.%s." % pe
+        f(part, "groups", [int], where, check=len, expect="a non-empty list of group numbers")
+        f(part, "engine", str, where)
+        f(part, "threads", (int, none), where, check=_positive, expect="a positive integer or null", default=None)
 
 
 def _check_profile_identity(doc, where, manifest, backends):

@@ -12,17 +12,26 @@ file each point also names the engine binding that ran it and the cluster it was
      "latency_ms": {"median": .., "p95": .., "mean": .., "min": .., "max": .., "n": ..},
      "energy_mj": .. | null, "power_w": .. | null}
 
+A placement point (schema version 3, issue 14) runs the level's groups split over PEs: "pe" joins their
+names ("a15+a7"), "cluster" and "threads" are null, and it adds
+    "placement": {"a15": {"groups": [1, 2], "engine": "tflite", "threads": 4}, "a7": {...}},
+    "predicted_ms": .. (what the per-group times predicted), "cpu_freqs_khz": {"a15": .., "a7": ..} | null
+Version 2 profiles (no placements) are still read.
+
 Cost axes: "latency" (latency_ms.median), "latency_p95" (the tail: what a deadline sees), "energy"
 (energy_mj per inference), "power" (power_w).
 Quality: accuracy, ties broken by level (a higher level is the more accurate one by design); a point
 without an accuracy ranks by level alone.
 """
+import json
+
 import numpy as np
 
 PROFILE_FILE = "profile.json"
 SCHEMA = "dynn-profile"
-SCHEMA_VERSION = 2  # 2: the bundle identity ("bundle": target, groups, accuracies, engine sha256) is checked
-MAPPING_FIELDS = ("backend", "pe", "cluster", "threads", "cpu_freq_khz", "gpu_freq_hz")
+SCHEMA_VERSION = 3  # 2: the bundle identity ("bundle": target, groups, accuracies, engine sha256) is checked;
+READ_VERSIONS = (2, 3)  # 3: placement points
+MAPPING_FIELDS = ("backend", "pe", "cluster", "threads", "cpu_freq_khz", "gpu_freq_hz", "placement")
 COSTS = ("latency", "latency_p95", "energy", "power")
 
 # ---- the one p95 -------------------------------------------------------------------------------------
@@ -76,8 +85,15 @@ def quality(point):
 
 
 def mapping(point):
-    """Everything but the level: the (backend, pe, cluster, threads, cpu freq, gpu freq) tuple."""
-    return tuple(point.get(k) for k in MAPPING_FIELDS)
+    """Everything but the level: the (backend, pe, cluster, threads, cpu freq, gpu freq, placement) tuple;
+    the placement as canonical JSON text, so that the tuple compares and hashes."""
+    return tuple(placement_key(point) if k == "placement" else point.get(k) for k in MAPPING_FIELDS)
+
+
+def placement_key(point):
+    """The point's placement as canonical JSON text (None for one PE)."""
+    pl = point.get("placement")
+    return None if pl is None else json.dumps(pl, sort_keys=True)
 
 
 def label(point, level=True):

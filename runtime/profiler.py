@@ -2,7 +2,7 @@
 
   python -m runtime profile BUNDLE [--quick] [--clusters a15,a7] [--freqs all|N|KHZ,KHZ]
           [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx]
-          [--runs N] [--rounds R] [--warmup N] [--energy-s S] [--out FILE]
+          [--runs N] [--rounds R] [--warmup N] [--energy-s S] [--placements N] [--out FILE]
 
 An operating point is (level, processing element: a CPU cluster or the GPU, thread count, CPU frequency,
 GPU frequency). For each one this measures batch-1 latency (median and p95 over --runs timed calls after
@@ -15,6 +15,8 @@ measured on (target, groups, level accuracies, engine sha256), so that the manag
 another bundle. Clusters the sweep is not using are parked at their lowest clock; every clock and the
 CPU affinity are restored on exit (also on Ctrl-C; after a SIGKILL: python -m runtime restore).
 On a machine without cpufreq (a PC) it profiles levels x thread counts at the current clocks.
+Placements (runtime/placement_profile.py): the groups of a level split over PEs (clusters, or halves of
+the CPUs), proposed from each group's time alone on each PE and measured as points of their own.
 The GPU is a processing element when the engine runs there (TensorRT); --backends tensorrt,onnx
 profiles GPU and CPU points together. Needs only the runtime (numpy + one engine binding); the plot is
 drawn on the host: python build.py profile BUNDLE (with BUNDLE/profile.json copied back).
@@ -32,8 +34,8 @@ from runtime.bundle import atomic_write_json, load_golden
 from runtime.cli import module_versions, utc_now
 from runtime.errors import RuntimeUserError
 
-QUICK = {"runs": 90, "warmup": 5, "energy_s": 1.0, "freqs": "3", "gpu_freqs": "3", "rounds": 3}
-FULL = {"runs": 300, "warmup": 20, "energy_s": 3.0, "freqs": "6", "gpu_freqs": "5", "rounds": 3}
+QUICK = {"runs": 90, "warmup": 5, "energy_s": 1.0, "freqs": "3", "gpu_freqs": "3", "rounds": 3, "placements": 1}
+FULL = {"runs": 300, "warmup": 20, "energy_s": 3.0, "freqs": "6", "gpu_freqs": "5", "rounds": 3, "placements": 2}
 
 
 def _int_list(spec, flag):
@@ -178,6 +180,12 @@ def _sweep(bundle, models, plat, opts, log):
     if plat.dvfs_available and len(plat.clusters) > 1:
         park = dict((n, min(c.frequencies_khz)) for n, c in plat.clusters.items() if c.available and c.frequencies_khz)
     x = _input(models[0])
+    from runtime.placement_profile import placement_points  # issue 14: splits of a level over PEs
+    pin = len(plat.clusters) > 1 or plat.dvfs_available
+    for m in models:
+        levels = [k for k in (_int_list(opts.levels, "--levels") or m.levels) if k in m.levels]
+        plan += [(m, p) for p in placement_points(m, plat, levels, opts.placements, x, max(20, opts.runs // 3),
+                                                  pin, log)]
     # the caps that held during the sweep (nvpmodel on a Jetson), where the platform layer reports them
     power_mode = plat.power_mode() if hasattr(plat, "power_mode") else None
     per_point_s = (opts.warmup + opts.runs) * 0.005 + (energy_s or 0)
@@ -204,7 +212,7 @@ def _sweep(bundle, models, plat, opts, log):
         runs = opts.runs // rounds + (opts.runs % rounds if r == 0 else 0)
         warm = opts.warmup if r == 0 else max(2, opts.warmup // rounds)
         for i, (m, p) in enumerate(plan):
-            kw = dict(level=p["level"])
+            kw = dict(level=p["level"], placement=p.get("placement"))
             if p["cluster"] is not None:
                 kw["cluster"] = p["cluster"]
             for key in ("cpu_freq_khz", "gpu_freq_hz", "threads"):
@@ -212,10 +220,12 @@ def _sweep(bundle, models, plat, opts, log):
                     kw[key] = p[key]
             t = time.perf_counter()
             m.set_operating_point(**kw)
-            if park and (prev is None or prev.get("cluster") != p["cluster"]):
+            if park and p["cluster"] is not None and (prev is None or prev.get("cluster") != p["cluster"]):
                 for name, khz in park.items():
                     if name != p["cluster"]:
                         plat.set_cpu_freq(name, khz)
+            for name, khz in sorted((p.get("cpu_freqs_khz") or {}).items()):
+                plat.set_cpu_freq(name, khz)  # a placement runs each of its clusters at the clock it records
             m.infer(x)
             dt = (time.perf_counter() - t) * 1e3
             kind = _switch_kind(prev, p) if prev_model is m or prev is None else "engine"
@@ -327,6 +337,9 @@ def add_arguments(p):
                    help="measure every point this many times, interleaved (default 3); p95 = median of the rounds'")
     p.add_argument("--energy-s", type=float, default=None,
                    help="seconds of inferences per point for energy (default 3, quick 1; sensors refresh slowly)")
+    p.add_argument("--placements", type=int, default=None,
+                   help="splits of each level over PEs to measure, proposed from per-group times (default 2, "
+                        "quick 1; 0: none)")
     p.add_argument("--out", default=None, help="profile file (default BUNDLE/profile.json)")
     p.add_argument("--board", default=None, help=argparse.SUPPRESS)        # tests: a board file
     p.add_argument("--sysfs-root", default="/", help=argparse.SUPPRESS)    # tests: a fake sysfs tree
@@ -346,10 +359,11 @@ def options(bundle, **kw):
 
 def fill_defaults(opts):
     d = QUICK if opts.quick else FULL
-    for k in ("runs", "warmup", "energy_s", "freqs", "gpu_freqs", "rounds"):
+    for k in ("runs", "warmup", "energy_s", "freqs", "gpu_freqs", "rounds", "placements"):
         if getattr(opts, k, None) is None:
             setattr(opts, k, d[k])
-    for flag, v, low in (("--runs", opts.runs, 5), ("--warmup", opts.warmup, 0), ("--rounds", opts.rounds, 1)):
+    for flag, v, low in (("--runs", opts.runs, 5), ("--warmup", opts.warmup, 0), ("--rounds", opts.rounds, 1),
+                         ("--placements", opts.placements, 0)):
         if v < low:
             raise RuntimeUserError("%s must be at least %d, got %d (median and p95 need a few samples)"
                                    % (flag, low, v))

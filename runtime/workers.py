@@ -118,6 +118,10 @@ class Plan(object):
         results.sort(key=lambda r: r[0])  # group order: the sum is the sequential one, bit for bit
         return combine(results, self.level, self._weights, self._scale)
 
+    def time_groups(self, x, groups):
+        """Run only `groups` on every PE of the plan, no combining (the profiler times groups alone)."""
+        self._dispatch(x, [(w, groups) for w, _ in self._jobs])
+
     def ping(self):
         """One hand-off to every PE and back with no work (what a placed call costs beyond its engines)."""
         self._dispatch(None, [(w, ()) for w, _ in self._jobs])

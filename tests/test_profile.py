@@ -45,7 +45,8 @@ def check_front(points, ids, axis):
 
 def test_python_m_runtime_profile_quick_on_this_machine(bundle, tmp_path):
     state = tmp_path / "state"
-    res = run_cli(["-m", "runtime", "profile", bundle, "--quick", "--runs", "15", "--state-dir", str(state)],
+    res = run_cli(["-m", "runtime", "profile", bundle, "--quick", "--runs", "15", "--placements", "0",
+                   "--state-dir", str(state)],  # placements: tests/test_placement_profile.py
                   timeout=300)
     assert res.returncode == 0, res.stderr
     path = os.path.join(bundle, "profile.json")

@@ -254,8 +254,13 @@ class Manager(object):
                 kw["threads"] = p["threads"]  # else Model would use every core of the cluster
         if p.get("gpu_freq_hz") is not None and (prev is None or p.get("gpu_freq_hz") != prev.get("gpu_freq_hz")):
             kw["gpu_freq_hz"] = p["gpu_freq_hz"]
+        if p.get("placement") if new_model else ps.placement_key(p) != ps.placement_key(prev):
+            kw["placement"] = p.get("placement")  # issue 14: None runs the level on one PE again
         if kw:
             model.set_operating_point(**kw)
+        if self._pin and p.get("cpu_freqs_khz") and (prev is None or p["cpu_freqs_khz"] != prev.get("cpu_freqs_khz")):
+            for name, khz in sorted(p["cpu_freqs_khz"].items()):
+                self._primary.platform.set_cpu_freq(name, khz)  # every cluster of the split at its recorded clock
         if self._park and changed_cluster and p.get("cluster"):
             plat = self._primary.platform
             for name, khz in self._park.items():

@@ -1,0 +1,103 @@
+"""Placements in the profile (issue 14): proposed from per-group times, measured, recorded, chosen by the manager."""
+import copy
+import os
+import sys
+import warnings
+
+import numpy as np
+import pytest
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+import runtime  # noqa: E402
+from runtime import profile_schema as ps  # noqa: E402
+from runtime import profiler  # noqa: E402
+from runtime.bundle import check_profile  # noqa: E402
+from runtime.errors import RuntimeUserError  # noqa: E402
+from runtime.manager import BudgetWarning, Manager  # noqa: E402
+from runtime.placement_profile import propose  # noqa: E402
+
+BUNDLE = os.path.join(REPO, "artifacts", "host-cpu")
+needs_two = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placements need two usable CPUs")
+
+
+def test_greedy_longest_first_gives_each_group_to_the_pe_that_finishes_it_first():
+    times = {"a": [4.0, 3.0, 2.0, 1.0], "b": [8.0, 6.0, 4.0, 2.0]}  # b is half as fast
+    # by falling mean time: g1 -> a (4 < 8), g2 -> b (6 < 4+3), g3 -> a (6 < 10), g4 -> a (7 < 8)
+    assert propose(4, times, 0.05, 3) == [(pytest.approx(7.05), {"a": [1, 3, 4], "b": [2]})]
+
+
+def test_proposals_skip_splits_that_leave_a_pe_empty_and_keep_the_best_predicted():
+    slow = {"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [5.0, 5.0]}  # both groups finish sooner on a than on c
+    assert propose(2, slow, 0.0, 5) == [(1.0, {"a": [1], "b": [2]})]
+    close = {"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [1.5, 1.5]}
+    assert propose(2, close, 0.0, 5) == [(1.0, {"a": [1], "b": [2]}), (1.5, {"a": [1], "c": [2]}),
+                                         (1.5, {"b": [1], "c": [2]})]
+    assert propose(2, close, 0.0, 1) == [(1.0, {"a": [1], "b": [2]})]
+    assert propose(1, close, 0.0, 5) == []  # one group cannot be split
+
+
+@pytest.fixture(scope="module")
+def profile(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("profile")
+    opts = profiler.options(BUNDLE, quick=True, runs=10, warmup=1, rounds=1, levels="3,4", threads="1",
+                            placements=1, out=str(tmp / "profile.json"), state_dir=str(tmp / "state"))
+    prof, _ = profiler.run(opts, log=lambda *a: None)
+    return prof
+
+
+@needs_two
+def test_the_profile_measures_one_proposed_split_per_level_and_records_it(profile):
+    split = [p for p in profile["points"] if p.get("placement")]
+    assert profile["schema_version"] == 3 and sorted(p["level"] for p in split) == [3, 4]
+    for p in split:
+        groups = sorted(g for part in p["placement"].values() for g in part["groups"])
+        assert groups == list(range(1, p["level"] + 1)) and len(p["placement"]) == 2
+        assert p["predicted_ms"] > 0 and p["latency_ms"]["median"] > 0 and p["pe"] == "cpu:0+cpu:1"
+        assert ps.label(p) == "L%d cpu:0+cpu:1" % p["level"]
+    check_profile(profile, "profile", runtime.load(BUNDLE, prepare=False).manifest)
+    assert len(set(ps.mapping(p) for p in profile["points"])) == 1 + len(split)  # one PE x1, each split
+
+
+@needs_two
+def test_the_manager_runs_a_split_point_it_chooses_with_the_sequential_logits(profile):
+    prof = copy.deepcopy(profile)
+    for p in prof["points"]:  # the level-4 split the fastest most accurate point: the manager starts there
+        if p.get("placement") and p["level"] == 4:
+            p["latency_ms"]["median"] = p["latency_ms"]["p95"] = 1e-3
+        if not p.get("placement") and p["level"] == 3:  # and level 3 on one PE the only one within 5e-4 ms
+            p["latency_ms"]["median"] = p["latency_ms"]["p95"] = 1e-4
+    prof.update(ps.summarize(prof["points"]))
+    x = np.random.RandomState(3).randn(2, 3, 32, 32).astype(np.float32)
+    with runtime.load(BUNDLE, threads=1) as model:
+        want = model.infer(x, 4)
+        mgr = Manager(model, prof)
+        np.testing.assert_array_equal(mgr.infer(x), want)
+        assert model.placement == [p for p in prof["points"] if p.get("placement") and p["level"] == 4][0]["placement"]
+        mgr.set_budget(latency_ms=5e-4)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", BudgetWarning)  # real calls take longer than the edited profile says
+            for _ in range(3):
+                mgr.infer(x)
+        assert model.level == 3 and model.placement is None
+        np.testing.assert_array_equal(mgr.infer(x), model.infer(x, 3))
+
+
+def test_a_bad_placement_in_a_profile_is_one_line_naming_the_field(profile):
+    prof = copy.deepcopy(profile)
+    prof["points"].append(dict(prof["points"][0], id=99, placement={"cpu:0": {"groups": "1,2", "engine": "tflite"}}))
+    with pytest.raises(RuntimeUserError) as exc:
+        check_profile(prof, "p.json")
+    assert "points[%d].placement.cpu:0.groups" % (len(prof["points"]) - 1) in str(exc.value)
+    assert "\n" not in str(exc.value)
+
+
+def test_a_version_2_profile_without_placements_is_still_read(profile):
+    prof = copy.deepcopy(profile)
+    prof["schema_version"] = 2
+    prof["points"] = [p for p in prof["points"] if not p.get("placement")]
+    assert check_profile(prof, "p.json") is prof
+    prof["schema_version"] = 4
+    with pytest.raises(RuntimeUserError, match="schema_version"):
+        check_profile(prof, "p.json")
