@@ -18,6 +18,9 @@ from runtime.errors import RuntimeUserError  # noqa: E402
 from runtime.manager import BudgetWarning, Manager  # noqa: E402
 from runtime.placement_profile import propose  # noqa: E402
 
+sys.path.insert(0, os.path.join(REPO, "tests"))
+from fake_sysfs import XU3_A7, XU3_A15, board_file, make_xu3, read  # noqa: E402
+
 BUNDLE = os.path.join(REPO, "artifacts", "host-cpu")
 needs_two = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placements need two usable CPUs")
 
@@ -101,3 +104,28 @@ def test_a_version_2_profile_without_placements_is_still_read(profile):
     prof["schema_version"] = 4
     with pytest.raises(RuntimeUserError, match="schema_version"):
         check_profile(prof, "p.json")
+
+
+@needs_two
+def test_on_a_fake_xu3_a_split_runs_both_clusters_at_full_clock_and_every_clock_is_restored(tmp_path):
+    root = str(tmp_path / "xu3")
+    make_xu3(root)
+    cpus = sorted(os.sched_getaffinity(0))
+    board = board_file(tmp_path, "odroid-xu3", [
+        {"name": "a7", "aliases": ["little"], "core": "Cortex-A7", "cpus": cpus[:1], "policy_candidates": [XU3_A7]},
+        {"name": "a15", "aliases": ["big"], "core": "Cortex-A15", "cpus": cpus[-1:], "policy_candidates": [XU3_A15]}])
+    files = [d + "/" + n for d in (XU3_A7, XU3_A15) for n in ("scaling_governor", "scaling_min_freq",
+                                                               "scaling_max_freq", "scaling_setspeed")]
+    before, affinity = [read(root, f) for f in files], os.sched_getaffinity(0)
+    opts = profiler.options(BUNDLE, quick=True, runs=10, warmup=1, rounds=1, freqs="2", threads="1", levels="2",
+                            energy_s=0.3, board=board, sysfs_root=root, state_dir=str(tmp_path / "state"),
+                            out=str(tmp_path / "p.json"))
+    prof, _ = profiler.run(opts, log=lambda *a: None)
+    split = [p for p in prof["points"] if p.get("placement")]
+    assert [p["pe"] for p in split] == ["a15+a7"]
+    assert split[0]["cpu_freqs_khz"] == {"a7": 1400000, "a15": 2000000}
+    assert split[0]["placement"] in ({"a7": {"groups": [1], "engine": "tflite", "threads": 1},
+                                      "a15": {"groups": [2], "engine": "tflite", "threads": 1}},
+                                     {"a15": {"groups": [1], "engine": "tflite", "threads": 1},
+                                      "a7": {"groups": [2], "engine": "tflite", "threads": 1}})
+    assert [read(root, f) for f in files] == before and os.sched_getaffinity(0) == affinity

@@ -108,7 +108,7 @@ def test_profile_on_a_fake_xu3_sweeps_clusters_and_frequencies_and_restores_them
     before, affinity = snapshot(), os.sched_getaffinity(0)
     out = str(tmp_path / "xu3-profile.json")
     opts = options(bundle, out=out, runs=10, freqs="2", threads="1", levels="1,2", energy_s=0.3, board=board,
-                   sysfs_root=root, state_dir=str(tmp_path / "state"))
+                   sysfs_root=root, state_dir=str(tmp_path / "state"), placements=0)  # test_placement_profile
     prof, path = profiler.run(opts, log=lambda *a: None)
     assert snapshot() == before and os.sched_getaffinity(0) == affinity
     assert path == out and not os.path.exists(os.path.splitext(out)[0] + ".png"), "the board draws no plot"
