@@ -155,7 +155,7 @@ class Pool(object):
         self.model, self.manifest = model, model.manifest
         self.weights = level_weights(model.manifest)
         self.scale = [float(s) for s in model.manifest["model"]["level_scale"]]
-        self.lock = threading.Lock()
+        self.lock, self._plan_lock = threading.Lock(), threading.Lock()  # runs; opening workers
         self.epoch = 0  # Model.set_operating_point(cluster=...) counts up: workers then re-pin themselves
         self._workers, self._plans, self._tflite, self._closed = {}, {}, None, False
 
@@ -177,7 +177,12 @@ class Pool(object):
         """The Plan of a parsed placement, opening and warming the workers it needs on first use."""
         key = (level, parts)
         plan = self._plans.get(key)
-        if plan is None:
+        if plan is not None:
+            return plan
+        with self._plan_lock:  # two threads asking for a new PE at once open one worker, not two
+            plan = self._plans.get(key)
+            if plan is not None:
+                return plan
             self.check_open()
             workers = []
             for p in parts:
