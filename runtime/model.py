@@ -229,9 +229,9 @@ class Model(object):
             key, parts = None, None
         if parts is None:
             from runtime.bundle import level_weights
-            from runtime.placement import Board, parse
+            from runtime.placement import BoardView, parse
             from runtime.platform import online_cpus
-            board = Board(online_cpus(self._platform_args["sysfs_root"]), lambda: self.platform)
+            board = BoardView(online_cpus(self._platform_args["sysfs_root"]), lambda: self.platform)
             engine = self.backend.name if self.backend.name != "tensorrt" else (
                 "tflite" if "tflite" in self.manifest["engines"] else "onnx")
             parts = parse(placement, level, board, engine, level_weights(self.manifest),

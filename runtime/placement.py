@@ -25,7 +25,7 @@ PE = namedtuple("PE", "name cpus engine threads")  # cpus: frozenset (empty for 
 Part = namedtuple("Part", "pe groups")
 
 
-class Board(object):
+class BoardView(object):
     """What PE names may name here: online CPUs, the board's clusters and GPU (asked of the platform only
     when a name needs it, so "cpu:N" placements open nothing)."""
 

@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.join(REPO, "tests"))
 
 import runtime  # noqa: E402
 from runtime.errors import RuntimeUserError  # noqa: E402
-from runtime.placement import Board, parse  # noqa: E402
+from runtime.placement import BoardView, parse  # noqa: E402
 
 BUNDLE = os.path.join(REPO, "artifacts", "host-cpu")
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
@@ -174,7 +174,7 @@ class _Board(object):
         return self.clusters[name]
 
 
-XU3 = Board(range(8), _Board)
+XU3 = BoardView(range(8), _Board)
 UNIFORM = ([None] * 4, [1.0, 0.5, 1 / 3.0, 0.25])
 
 
