@@ -23,7 +23,9 @@ from compile.targets import get_target
 from runtime.cli import module_versions, utc_now
 
 SCHEMA = "dynn-bundle"
-SCHEMA_VERSION = 1
+# 2: level_weights, group widths, MAC ratios and per-target ONNX opsets. A version-1 runtime would apply
+# 1/k to a bundle with fitted weights and compute wrong logits, so it must refuse these bundles.
+SCHEMA_VERSION = 2
 GOLDEN_N = 8
 ATOL = 1e-4
 

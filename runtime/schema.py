@@ -75,9 +75,11 @@ def _safe(check, value):
 
 
 def load_json(path, fix, error=RuntimeUserError):
-    """The JSON document in the file `path`, or one line saying why it cannot be read and what to do."""
+    """The JSON document in `path`; unreadable, undecodable or invalid JSON is one line ending in `fix`.
+    The one JSON reader of the project (manifest, engine record, profile, board, state, sidecar, targets)."""
     try:
-        with open(path) as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError too
-        raise error("%s is not a readable JSON file (%s); %s" % (path, exc, fix))
+        with open(path, "rb") as f:
+            return json.loads(f.read().decode("utf-8"))
+    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise error("%s cannot be read as JSON (%s); %s"
+                    % (path, " ".join(str(exc).split()) or type(exc).__name__, fix))

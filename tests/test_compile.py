@@ -44,7 +44,7 @@ def test_every_level_agrees_across_pytorch_onnxruntime_and_litert(tiny_ckpt, hos
 def test_manifest_lists_every_file_with_checksums_ops_tools_and_levels(host_bundle):
     from compile.checkpoint import sha256_file
     man = _manifest(host_bundle)
-    assert man["schema"] == "dynn-bundle" and man["schema_version"] == 1
+    assert man["schema"] == "dynn-bundle" and man["schema_version"] == 2
     on_disk = {os.path.relpath(p, host_bundle) for p in glob.glob(os.path.join(host_bundle, "**"), recursive=True)
                if os.path.isfile(p)} - {"manifest.json"}
     assert set(man["files"]) == on_disk
