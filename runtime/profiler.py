@@ -136,8 +136,9 @@ def plan_points(models, plat, opts):
 def _switch_kind(prev, p):
     if prev is None:
         return None
-    for key, kind in (("backend", "engine"), ("cluster", "cluster"), ("cpu_freq_khz", "cpu_freq"),
-                      ("gpu_freq_hz", "gpu_freq"), ("threads", "threads"), ("level", "level")):
+    for key, kind in (("backend", "engine"), ("placement", "placement"), ("cluster", "cluster"),
+                      ("cpu_freq_khz", "cpu_freq"), ("gpu_freq_hz", "gpu_freq"), ("threads", "threads"),
+                      ("level", "level")):
         if prev.get(key) != p.get(key):
             return kind
     return None

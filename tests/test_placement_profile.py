@@ -16,7 +16,8 @@ from runtime import profiler  # noqa: E402
 from runtime.bundle import check_profile  # noqa: E402
 from runtime.errors import RuntimeUserError  # noqa: E402
 from runtime.manager import BudgetWarning, Manager  # noqa: E402
-from runtime.placement_profile import propose  # noqa: E402
+from runtime import placement_profile  # noqa: E402
+from runtime.placement_profile import group_times, propose  # noqa: E402
 
 sys.path.insert(0, os.path.join(REPO, "tests"))
 from fake_sysfs import XU3_A7, XU3_A15, board_file, make_xu3, read  # noqa: E402
@@ -41,12 +42,30 @@ def test_proposals_skip_splits_that_leave_a_pe_empty_and_keep_the_best_predicted
     assert propose(1, close, 0.0, 5) == []  # one group cannot be split
 
 
+def _equal_times(model, pes, x, runs):
+    """Per-group times as on an idle machine (the shared test machine's load would change the proposals)."""
+    return dict((pe, [1.0] * model.levels[-1]) for pe in pes), 0.05
+
+
+@needs_two
+def test_group_times_are_measured_alone_on_each_pe_through_its_worker():
+    with runtime.load(BUNDLE, threads=1) as model:
+        times, handoff = group_times(model, ["cpu:0", "cpu:1"], np.zeros((1, 3, 32, 32), np.float32), 5)
+        assert sorted(times) == ["cpu:0", "cpu:1"] and all(len(t) == 4 and min(t) > 0 for t in times.values())
+        assert 0 < handoff < 50 and model.placement is None
+
+
 @pytest.fixture(scope="module")
 def profile(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    mp.setattr(placement_profile, "group_times", _equal_times)
     tmp = tmp_path_factory.mktemp("profile")
     opts = profiler.options(BUNDLE, quick=True, runs=10, warmup=1, rounds=1, levels="3,4", threads="1",
                             placements=1, out=str(tmp / "profile.json"), state_dir=str(tmp / "state"))
-    prof, _ = profiler.run(opts, log=lambda *a: None)
+    try:
+        prof, _ = profiler.run(opts, log=lambda *a: None)
+    finally:
+        mp.undo()
     return prof
 
 
@@ -57,10 +76,12 @@ def test_the_profile_measures_one_proposed_split_per_level_and_records_it(profil
     for p in split:
         groups = sorted(g for part in p["placement"].values() for g in part["groups"])
         assert groups == list(range(1, p["level"] + 1)) and len(p["placement"]) == 2
+        assert p["predicted_ms"] == pytest.approx(2.05)  # equal times: two groups on the busier PE
         assert p["predicted_ms"] > 0 and p["latency_ms"]["median"] > 0 and p["pe"] == "cpu:0+cpu:1"
         assert ps.label(p) == "L%d cpu:0+cpu:1" % p["level"]
     check_profile(profile, "profile", runtime.load(BUNDLE, prepare=False).manifest)
     assert len(set(ps.mapping(p) for p in profile["points"])) == 1 + len(split)  # one PE x1, each split
+    assert profile["switch_ms"]["placement"]["n"] >= 1  # what switching to and from a split cost, as measured
 
 
 @needs_two
@@ -107,7 +128,9 @@ def test_a_version_2_profile_without_placements_is_still_read(profile):
 
 
 @needs_two
-def test_on_a_fake_xu3_a_split_runs_both_clusters_at_full_clock_and_every_clock_is_restored(tmp_path):
+def test_on_a_fake_xu3_a_split_runs_both_clusters_at_full_clock_and_every_clock_is_restored(tmp_path,
+                                                                                               monkeypatch):
+    monkeypatch.setattr(placement_profile, "group_times", _equal_times)
     root = str(tmp_path / "xu3")
     make_xu3(root)
     cpus = sorted(os.sched_getaffinity(0))
@@ -124,8 +147,6 @@ def test_on_a_fake_xu3_a_split_runs_both_clusters_at_full_clock_and_every_clock_
     split = [p for p in prof["points"] if p.get("placement")]
     assert [p["pe"] for p in split] == ["a15+a7"]
     assert split[0]["cpu_freqs_khz"] == {"a7": 1400000, "a15": 2000000}
-    assert split[0]["placement"] in ({"a7": {"groups": [1], "engine": "tflite", "threads": 1},
-                                      "a15": {"groups": [2], "engine": "tflite", "threads": 1}},
-                                     {"a15": {"groups": [1], "engine": "tflite", "threads": 1},
-                                      "a7": {"groups": [2], "engine": "tflite", "threads": 1}})
+    assert split[0]["placement"] == {"a15": {"groups": [1], "engine": "tflite", "threads": 1},
+                                     "a7": {"groups": [2], "engine": "tflite", "threads": 1}}
     assert [read(root, f) for f in files] == before and os.sched_getaffinity(0) == affinity
