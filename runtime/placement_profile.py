@@ -3,8 +3,9 @@
 Measuring every placement is out of reach (4 groups on 2 PEs: 14 splits per level, more with clusters and
 engines), so: each group's latency is timed alone on each candidate PE (batch 1, inside the PE's worker, the
 hand-off subtracted), a greedy longest-first assignment (groups by falling time, each to the PE that would
-finish it first) proposes a split per set of PEs, and the `count` best predicted per level become profile
-points that the sweep measures like any other (runtime/profiler.py). A point records the placement in the
+finish it first; the longest one on each PE of the set in turn) proposes splits per set of PEs, and the
+`count` best predicted per level become profile points that the sweep measures like any other
+(runtime/profiler.py). A point records the placement in the
 dict form runtime.placement.parse reads back, the predicted latency, and the clock of each cluster it ran at.
 """
 import itertools
@@ -54,21 +55,23 @@ def group_times(model, pes, x, runs):
 def propose(level, times, handoff_ms, count):
     """The `count` placements of `level` with the lowest predicted latency: [(predicted ms, placement)].
 
-    For every set of two or more PEs, groups longest-first (mean time over the set) each go to the PE where
-    load + its time there is least; a split leaving a PE empty belongs to a smaller set and is skipped."""
+    For every set of two or more PEs and every PE of it taking the longest group first, the other groups
+    longest-first (mean time over the set) each go to the PE where load + its time there is least; a split
+    leaving a PE empty belongs to a smaller set and is skipped."""
     pes, found = sorted(times), {}
     for k in range(2, len(pes) + 1):
         for subset in itertools.combinations(pes, k):
-            load, assign = dict.fromkeys(subset, 0.0), dict((p, []) for p in subset)
             order = sorted(range(1, level + 1), key=lambda g: -np.mean([times[p][g - 1] for p in subset]))
-            for g in order:
-                p = min(subset, key=lambda q: (load[q] + times[q][g - 1], q))
-                load[p] += times[p][g - 1]
-                assign[p].append(g)
-            if all(assign.values()):
-                placement = dict((p, sorted(v)) for p, v in assign.items())
-                key = tuple(sorted((p, tuple(v)) for p, v in placement.items()))
-                found.setdefault(key, (max(load.values()) + handoff_ms, placement))
+            for first in subset:
+                load, assign = dict.fromkeys(subset, 0.0), dict((p, []) for p in subset)
+                for i, g in enumerate(order):
+                    p = first if i == 0 else min(subset, key=lambda q: (load[q] + times[q][g - 1], q))
+                    load[p] += times[p][g - 1]
+                    assign[p].append(g)
+                if all(assign.values()):
+                    placement = dict((p, sorted(v)) for p, v in assign.items())
+                    key = tuple(sorted((p, tuple(v)) for p, v in placement.items()))
+                    found.setdefault(key, (max(load.values()) + handoff_ms, placement))
     return sorted(found.values(), key=lambda pp: pp[0])[:count]
 
 

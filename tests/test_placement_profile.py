@@ -28,18 +28,20 @@ needs_two = pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="placeme
 
 def test_greedy_longest_first_gives_each_group_to_the_pe_that_finishes_it_first():
     times = {"a": [4.0, 3.0, 2.0, 1.0], "b": [8.0, 6.0, 4.0, 2.0]}  # b is half as fast
-    # by falling mean time: g1 -> a (4 < 8), g2 -> b (6 < 4+3), g3 -> a (6 < 10), g4 -> a (7 < 8)
-    assert propose(4, times, 0.05, 3) == [(pytest.approx(7.05), {"a": [1, 3, 4], "b": [2]})]
+    # by falling mean time: g1 -> a (4 < 8), g2 -> b (6 < 4+3), g3 -> a (6 < 10), g4 -> a (7 < 8);
+    # then g1 forced onto b (8), the rest to a (3, 5, 6)
+    assert propose(4, times, 0.05, 3) == [(pytest.approx(7.05), {"a": [1, 3, 4], "b": [2]}),
+                                          (pytest.approx(8.05), {"a": [2, 3, 4], "b": [1]})]
 
 
 def test_proposals_skip_splits_that_leave_a_pe_empty_and_keep_the_best_predicted():
-    slow = {"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [5.0, 5.0]}  # both groups finish sooner on a than on c
-    assert propose(2, slow, 0.0, 5) == [(1.0, {"a": [1], "b": [2]})]
-    close = {"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [1.5, 1.5]}
-    assert propose(2, close, 0.0, 5) == [(1.0, {"a": [1], "b": [2]}), (1.5, {"a": [1], "c": [2]}),
-                                         (1.5, {"b": [1], "c": [2]})]
-    assert propose(2, close, 0.0, 1) == [(1.0, {"a": [1], "b": [2]})]
-    assert propose(1, close, 0.0, 5) == []  # one group cannot be split
+    slow = {"a": [1.0, 1.0], "b": [1.0, 1.0], "c": [5.0, 5.0]}  # c gets a group only when forced to
+    assert propose(2, slow, 0.0, 5) == [(1.0, {"a": [1], "b": [2]}), (1.0, {"a": [2], "b": [1]}),
+                                        (5.0, {"a": [2], "c": [1]}), (5.0, {"b": [2], "c": [1]})]
+    assert propose(2, slow, 0.0, 1) == [(1.0, {"a": [1], "b": [2]})]
+    assert propose(1, slow, 0.0, 5) == []  # one group cannot be split
+    three = {"a": [1.0] * 3, "b": [1.0] * 3, "c": [1.0] * 3}
+    assert {"a": [1], "b": [2], "c": [3]} in [pl for _, pl in propose(3, three, 0.0, 20)]  # all three PEs
 
 
 def _equal_times(model, pes, x, runs):
