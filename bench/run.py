@@ -196,6 +196,8 @@ def run_bench(args, log=print):
     import runtime
     from runtime.bundle import read_manifest, verify_files
 
+    from bench import parallel as par_mod
+    split = par_mod.parse_split(getattr(args, "split", None))  # a bad --split: one line now, not after minutes
     mode_name = "quick" if args.quick else "full"
     mode = MODES[mode_name]
     target = get_target(args.target)
@@ -258,10 +260,8 @@ def run_bench(args, log=print):
 
     peaks = measure_peaks(threads_list, configs, macs[-1], mode, log)
 
-    from bench import parallel as par_mod
     log("parallel: level %d split over two CPUs vs one core and two threads" % G)
-    par = par_mod.measure_parallel(bundle, in_shape, macs[-1], peaks, batches, mode, log,
-                                   par_mod.parse_split(getattr(args, "split", None)))
+    par = par_mod.measure_parallel(bundle, in_shape, macs[-1], peaks, batches, mode, log, split)
 
     log("accuracy")
     acc = acc_mod.records(ckpt_path, meta, args.dense, args.static_dir, G)
