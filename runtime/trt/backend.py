@@ -15,7 +15,7 @@ import contextlib
 
 import numpy as np
 
-from runtime.backends.base import Backend
+from runtime.backends.base import Backend, combine
 from runtime.bundle import ENGINE_RECORD, level_weights, read_engine_plans, read_engine_record
 from runtime.trt import TensorRTError, build_hint
 from runtime.trt.cuda import open_cuda
@@ -197,17 +197,9 @@ class TensorRTBackend(Backend):
             self._execute(g, k)
             cuda.dtoh(self._h_out[g][:b], self._d_out[g])
         cuda.sync()
-        w = self.level_weights[level - 1]
-        if w is None:  # the mean of the groups, summed in the order the golden vectors were made with
-            total = self._h_out[0][:b].copy()
-            for g in range(1, level):
-                total += self._h_out[g][:b]
-            total *= np.float32(self.level_scale[level - 1])
-            return total
-        total = self._h_out[0][:b] * w[0]
-        for g in range(1, level):
-            total += self._h_out[g][:b] * w[g]
-        return total
+        # the host buffers are reused by the next call: group 1's is copied, combine() allocates the rest
+        parts = [(1, self._h_out[0][:b].copy())] + [(g + 1, self._h_out[g][:b]) for g in range(1, level)]
+        return combine(parts, level, self.level_weights[level - 1], np.float32(self.level_scale[level - 1]))
 
     def prepare(self, levels):
         """Run each level once at batch 1 so the first real call pays no start-up cost."""
