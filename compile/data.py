@@ -40,8 +40,8 @@ def _read_cifar_batch(path):
         data = np.asarray(d[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
         labels = np.asarray(d[b"labels"], dtype=np.int64)
     except (OSError, pickle.UnpicklingError, KeyError, ValueError, EOFError) as exc:
-        raise UserError("%s is not a readable CIFAR-10 batch (%s); re-create it with "
-                        "../shared/tools/cifar10_from_jpeg.py" % (path, exc))
+        raise UserError("%s is not a readable CIFAR-10 batch (%s); extract CIFAR-10's python release "
+                        "(cifar-10-python.tar.gz) again" % (path, exc))
     if len(data) != len(labels):
         raise UserError("%s: %d images but %d labels" % (path, len(data), len(labels)))
     return data, labels
@@ -58,7 +58,8 @@ def load_cifar10(root):
     d = find_cifar_dir(root)
     if d is None:
         raise UserError("no CIFAR-10 python batches in %s (expected %s/data_batch_1..5 and test_batch); "
-                        "convert the JPEG archive with: python ../shared/tools/cifar10_from_jpeg.py DIR" % (root, CIFAR_DIR))
+                        "extract CIFAR-10's python release there (tar xzf cifar-10-python.tar.gz -C DIR), or pass an image "
+                        "folder DIR/train/<class>/*.jpg + DIR/test/<class>/*.jpg" % (root, CIFAR_DIR))
     parts = [_read_cifar_batch(os.path.join(d, "data_batch_%d" % i)) for i in range(1, 6)
              if os.path.isfile(os.path.join(d, "data_batch_%d" % i))]
     tx, ty = np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])
