@@ -30,17 +30,24 @@ class Signature(object):
         return self.runner(**{self.inp: x})[self.out]
 
 
-def bare_level(interp, level, batch, level_scale):
-    """The engine's own interpreter driven by hand: group runners 1..level summed, no runtime around them.
-    Model.infer's time over this is the runtime's overhead (validation, batching, dispatch)."""
+def combiners(manifest):
+    """Per level, what DeployLevel and bare_level combine groups with: 1/k (uniform mean) or the level's
+    weights (runtime.bundle.level_weights, the runtime's own reading of the manifest)."""
+    from runtime.bundle import level_weights
+    return [1.0 / k if w is None else [float(v) for v in w] for k, w in enumerate(level_weights(manifest), 1)]
+
+
+def bare_level(interp, level, batch, combiners):
+    """The engine's own interpreter driven by hand: group runners 1..level combined as the runtime does
+    (runtime.backends.base.combine), no runtime around them. Model.infer's time over this is the runtime's
+    overhead (validation, batching, dispatch)."""
+    from runtime.backends.base import combine
     sigs = [Signature(interp, "group%d_b%d" % (g, batch)) for g in range(1, level + 1)]
-    scale = np.float32(level_scale[level - 1])
+    c = combiners[level - 1]
+    weights, scale = (c, None) if isinstance(c, list) else (None, np.float32(c))
 
     def run(x):
-        out = sigs[0](x)
-        for s in sigs[1:]:
-            out = out + s(x)
-        return out * scale if level > 1 else out
+        return combine([(g, s(x)) for g, s in enumerate(sigs, 1)], level, weights, scale)
     return run
 
 
@@ -48,11 +55,11 @@ def engine_level(model, level):
     return lambda x: model.infer(x, level)
 
 
-def torch_levels(paths, level_scale, threads):
+def torch_levels(paths, combiners, threads):
     """{level: fn} running DeployLevel(paths[:k]) eagerly under inference_mode with `threads` torch threads."""
     import torch
     from compile.fold_bn import DeployLevel
-    mods = {k: DeployLevel(paths[:k], level_scale[k - 1]).eval() for k in range(1, len(paths) + 1)}
+    mods = {k: DeployLevel(paths[:k], combiners[k - 1]).eval() for k in range(1, len(paths) + 1)}
 
     def make(mod):
         def run(x):

@@ -81,13 +81,13 @@ def _convert_cached(folder, stem, modules_by_sig, batch_sizes, in_shape, what, l
     return path
 
 
-def single_level_files(paths, level_scale, sha, in_shape, batch_sizes, work, log=print):
+def single_level_files(paths, combiners, sha, in_shape, batch_sizes, work, log=print):
     """{level: path} of one-level .tflite files; signature `level{k}_b{B}`."""
     from compile.fold_bn import DeployLevel
     folder = os.path.join(work, "refs", sha[:16])
     out = {}
     for k in range(1, len(paths) + 1):
-        mod = DeployLevel(paths[:k], level_scale[k - 1]).eval()
+        mod = DeployLevel(paths[:k], combiners[k - 1]).eval()
         out[k] = _convert_cached(folder, "level%d" % k, [("level%d" % k, mod)], batch_sizes, in_shape,
                                  "single-level model, level %d" % k, log)
     return out

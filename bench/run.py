@@ -119,7 +119,7 @@ def _agreement(runners, x):
     return out
 
 
-def measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_shape, threads_list, batches, mode,
+def measure_latency(bundle, paths, combiners, single, dense, levels, macs, in_shape, threads_list, batches, mode,
                     log):
     import runtime
     from bench import engines
@@ -130,14 +130,14 @@ def measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_
         eng = runtime.load(bundle, backend="tflite", threads=t)
         eng.backend.prepare(levels, batches)
         ort = runtime.load(bundle, backend="onnx", threads=t)
-        torch_fns = engines.torch_levels(paths, level_scale, t)
+        torch_fns = engines.torch_levels(paths, combiners, t)
         single_it = {k: engines.open_interpreter(single[k], t) for k in levels}
         dense_it = engines.open_interpreter(dense[0], t) if dense else None
         for b in batches:
             x = np.random.default_rng(b).standard_normal((b,) + tuple(in_shape)).astype(np.float32)
             runners = {
                 "engine": {k: engines.engine_level(eng, k) for k in levels},
-                "bare": {k: engines.bare_level(eng.backend.interp, k, b, level_scale) for k in levels},
+                "bare": {k: engines.bare_level(eng.backend.interp, k, b, combiners) for k in levels},
                 "single": {k: engines.Signature(single_it[k], "level%d_b%d" % (k, b)) for k in levels},
                 "onnxruntime": {k: engines.engine_level(ort, k) for k in levels},
                 "pytorch": torch_fns,
@@ -221,12 +221,13 @@ def run_bench(args, log=print):
     paths = deploy_paths(model)
     G = int(meta["groups"])
     levels = list(range(1, G + 1))
-    level_scale = [float(s) for s in meta["level_scale"]]
     macs = [int(lv["macs"]) for lv in meta["levels"]]
     in_shape = (int(meta["input"]["channels"]), int(meta["input"]["size"]), int(meta["input"]["size"]))
     bundle = _bundle(args, target, ckpt_path, meta, work, log)
     man = read_manifest(bundle)
     verify_files(bundle, man)  # a tampered bundle: one line now, not after minutes of reference building
+    from bench.engines import combiners as level_combiners
+    combiners = level_combiners(man)
     have = man["engines"]["tflite"]["batch_sizes"]
     batches = [b for b in mode["batches"] if b in have]
     notes = ["batch %d skipped: the bundle carries batch sizes %s" % (b, have)
@@ -235,14 +236,14 @@ def run_bench(args, log=print):
     log("preparing reference models (cached in %s)" % _rel(work))
     # The reference files carry the bundle's batch sizes, whatever this run times: XNNPACK packs the weights of
     # every signature of a file on its first call, so files compared for memory must hold the same signatures.
-    single = refs.single_level_files(paths, level_scale, meta["tensors"]["sha256"], in_shape, have, work, log)
+    single = refs.single_level_files(paths, combiners, meta["tensors"]["sha256"], in_shape, have, work, log)
     dense_path, dense_meta = refs.dense_file(args.dense, have, work, log)
     dense = (dense_path, [int(v["level"]) for v in dense_meta["levels"]]) if dense_path else None
     if not dense:
         log("  dense baseline: %s" % dense_meta)
 
     log("latency: %s rounds interleaved, threads %s, batch %s" % (mode["rounds"], threads_list, batches))
-    configs, agreement = measure_latency(bundle, paths, level_scale, single, dense, levels, macs, in_shape,
+    configs, agreement = measure_latency(bundle, paths, combiners, single, dense, levels, macs, in_shape,
                                          threads_list, batches, mode, log)
 
     log("switching: set_level vs reloading a single-level model")

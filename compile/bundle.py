@@ -79,9 +79,9 @@ def _check_onnx(path, golden, levels):
 def combine_levels(contrib, k, level_weights):
     """Level k from group contributions as the runtime combines them: the uniform mean as sum times 1/k
     (the shipped engines' arithmetic), otherwise the level's weights (manifest model.level_weights)."""
-    if level_weights is None:
-        return sum(contrib[:k]) * np.float32(1.0 / k)
-    return sum(c * np.float32(w) for c, w in zip(contrib[:k], level_weights[k - 1]))
+    from runtime.backends.base import combine
+    w = None if level_weights is None else [np.float32(x) for x in level_weights[k - 1]]
+    return combine(list(enumerate(contrib[:k], 1)), k, w, np.float32(1.0 / k))
 
 
 def _check_tflite(path, golden, levels, signatures, level_weights):
