@@ -66,7 +66,7 @@ def _check(path, sig, module, in_shape, what, batch=1):
                         % (what, path, float(np.max(np.abs(got - want))), path))
 
 
-def _convert_cached(folder, stem, modules_by_sig, batch_sizes, in_shape, what, log):
+def convert_cached(folder, stem, modules_by_sig, batch_sizes, in_shape, what, log):
     """modules_by_sig: [(signature prefix, module)]; signature names are PREFIX_bB."""
     path = _cached(folder, stem, batch_sizes)
     if path is None:
@@ -88,7 +88,7 @@ def single_level_files(paths, combiners, sha, in_shape, batch_sizes, work, log=p
     out = {}
     for k in range(1, len(paths) + 1):
         mod = DeployLevel(paths[:k], combiners[k - 1]).eval()
-        out[k] = _convert_cached(folder, "level%d" % k, [("level%d" % k, mod)], batch_sizes, in_shape,
+        out[k] = convert_cached(folder, "level%d" % k, [("level%d" % k, mod)], batch_sizes, in_shape,
                                  "single-level model, level %d" % k, log)
     return out
 
@@ -118,7 +118,7 @@ def dense_file(ckpt_path, batch_sizes, work, log=print):
     G = int(meta["groups"])
     mods = [("level%d" % k, _DenseLevel(model, k).eval()) for k in range(1, G + 1)]
     folder = os.path.join(work, "refs", meta["tensors"]["sha256"][:16])
-    f = _convert_cached(folder, "dense", mods, batch_sizes, (chans, size, size),
+    f = convert_cached(folder, "dense", mods, batch_sizes, (chans, size, size),
                         "dense-incremental baseline, %d levels" % G, log)
     return f, meta
 
@@ -132,5 +132,5 @@ def static_file(ckpt_path, batch_sizes, work, log=print):
     size, chans = int(meta["input"]["size"]), int(meta["input"]["channels"])
     mod = DeployLevel(deploy_paths(model), float(meta["level_scale"][K - 1])).eval()
     folder = os.path.join(work, "refs", meta["tensors"]["sha256"][:16])
-    return _convert_cached(folder, "width%d" % K, [("width%d" % K, mod)], batch_sizes, (chans, size, size),
+    return convert_cached(folder, "width%d" % K, [("width%d" % K, mod)], batch_sizes, (chans, size, size),
                            "static width-%d model" % K, log)

@@ -143,10 +143,11 @@ def _peak_section(res):
             rows.append((p["threads"], a["batch"], "%.1f" % (p["peak_macs_per_s"] / 1e9),
                          "%.1f" % (a["macs_per_s"] / 1e9),
                          _pct(a["fraction"])))
-    method = res["peak"][0]["method"] if res["peak"] else DASH
+    gemms = ", ".join("%s %s GMAC/s at %d thread(s)" % (k, "%.1f" % (v["max"] / 1e9), p["threads"])
+                      for p in res["peak"] for k, v in sorted(p.get("gemms", {}).items()))
     return ["## 6. Distance to the machine's limit", "",
-            "Peak: best of several %s on the same threads. Achieved: MACs of the full level x batch / engine "
-            "latency." % method, ""] + _table(
+            "Peak: the faster of two float32 GEMMs on the same threads, best of several runs (%s). Achieved: MACs "
+            "of the full level x batch / engine latency." % (gemms or DASH), ""] + _table(
         ("threads", "batch", "peak GMAC/s", "full level GMAC/s", "fraction of peak"), rows) + (
         ["", "A fraction above 100% means the GEMM was slowed by other work on the machine while it was measured."]
         if any(a["fraction"] > 1 for p in res["peak"] for a in p.get("achieved", [])) else []) + [""]

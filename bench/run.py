@@ -165,13 +165,14 @@ def measure_latency(bundle, paths, combiners, single, dense, levels, macs, in_sh
     return configs, agreement
 
 
-def measure_peaks(threads_list, configs, full_macs, mode, log):
+def measure_peaks(threads_list, configs, full_macs, mode, work, log):
     """The GEMM peak per thread count, and the fraction of it the full level reaches at each batch size."""
-    from bench.peak import measure_peak
-    log("peak: float32 GEMM %dx%d" % (mode["peak_n"], mode["peak_n"]))
+    from bench.peak import fc_file, measure_peak
+    log("peak: float32 GEMM %dx%d, torch.mm and XNNPACK's FULLY_CONNECTED" % (mode["peak_n"], mode["peak_n"]))
+    fc = fc_file(mode["peak_n"], work, log)
     peaks = []
     for t in threads_list:
-        pk = measure_peak(t, mode["peak_n"], mode["peak_repeats"])
+        pk = measure_peak(t, mode["peak_n"], mode["peak_repeats"], fc)
         pk["achieved"] = []
         for c in configs:
             if c["threads"] == t:
@@ -259,7 +260,7 @@ def run_bench(args, log=print):
     mem = memory.measure_memory(os.path.abspath(bundle), os.path.join(bundle, man["engines"]["tflite"]["file"]),
                                 in_shape, batches, single, dense, threads=1, repeats=mode["memory_repeats"], log=log)
 
-    peaks = measure_peaks(threads_list, configs, macs[-1], mode, log)
+    peaks = measure_peaks(threads_list, configs, macs[-1], mode, work, log)
 
     log("parallel: level %d split over two CPUs vs one core and two threads" % G)
     par = par_mod.measure_parallel(bundle, in_shape, macs[-1], peaks, batches, mode, log, split)

@@ -76,6 +76,9 @@ def test_quick_mode_measures_every_section(bench_out):
 
     (pk,) = res["peak"]
     assert pk["peak_macs_per_s"] > 0 and 0 < pk["achieved"][0]["fraction"]
+    # the peak is the faster of the BLAS GEMM and the engine's own FULLY_CONNECTED, both measured
+    assert len(pk["gemms"]) == 2 and any(k.startswith("XNNPACK") for k in pk["gemms"])
+    assert pk["peak_macs_per_s"] == max(g["max"] for g in pk["gemms"].values())
 
     acc = res["accuracy"]
     assert [v["level"] for v in acc["grouped"]["levels"]] == [1, 2, 3]
