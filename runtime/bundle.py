@@ -163,11 +163,7 @@ def read_engine_record(bundle_dir, manifest, fix):
     path = os.path.join(bundle_dir, ENGINE_RECORD)
     if not os.path.isfile(path):
         raise RuntimeUserError("no TensorRT engine in %s; %s" % (bundle_dir, fix))
-    try:
-        with open(path) as f:
-            doc = require_dict(json.load(f), path, fix)
-    except ValueError as exc:
-        raise RuntimeUserError("%s is not valid JSON (%s); %s" % (path, exc, fix))
+    doc = require_dict(load_json(path, fix), path, fix)
     field(doc, "schema", str, path, fix, check=lambda v: v == ENGINE_SCHEMA, expect=repr(ENGINE_SCHEMA))
     field(doc, "schema_version", int, path, fix, check=lambda v: v == ENGINE_SCHEMA_VERSION,
           expect="%d (this runtime's)" % ENGINE_SCHEMA_VERSION)
@@ -229,12 +225,7 @@ def read_profile(path, manifest=None):
     if not os.path.isfile(path):
         raise RuntimeUserError("no profile at %s; measure one on the board: python -m runtime profile BUNDLE "
                                "(on the host: python build.py profile BUNDLE)" % path)
-    try:
-        with open(path) as f:
-            doc = json.load(f)
-    except ValueError as exc:
-        raise RuntimeUserError("%s is not valid JSON (%s); %s" % (path, exc, PROFILE_FIX))
-    return check_profile(doc, path, manifest)
+    return check_profile(load_json(path, PROFILE_FIX), path, manifest)
 
 
 def _positive(v):

@@ -79,7 +79,10 @@ def load_json(path, fix, error=RuntimeUserError):
     The one JSON reader of the project (manifest, engine record, profile, board, state, sidecar, targets)."""
     try:
         with open(path, "rb") as f:
-            return json.loads(f.read().decode("utf-8"))
-    except (OSError, ValueError) as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
-        raise error("%s cannot be read as JSON (%s); %s"
-                    % (path, " ".join(str(exc).split()) or type(exc).__name__, fix))
+            data = f.read()
+    except OSError as exc:
+        raise error("%s cannot be read (%s); %s" % (path, exc.strerror or exc, fix))
+    try:
+        return json.loads(data.decode("utf-8"))
+    except ValueError as exc:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise error("%s is not valid JSON (%s); %s" % (path, " ".join(str(exc).split()) or type(exc).__name__, fix))

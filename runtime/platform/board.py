@@ -1,8 +1,7 @@
 """Board descriptions (runtime/boards/*.json): loading, validation and auto-detection from the device tree."""
-import json
 import os
 
-from runtime.schema import field, require_dict
+from runtime.schema import field, load_json, require_dict
 
 from .errors import PlatformError
 
@@ -89,11 +88,8 @@ def load_board(spec):
         if not os.path.exists(path):
             raise PlatformError("unknown board %r: valid boards are %s, or a path to a board JSON file"
                                 % (spec, ", ".join(list_boards() + [GENERIC])))
-    try:
-        with open(path, "r") as f:
-            data = json.load(f)
-    except (OSError, IOError, ValueError) as e:
-        raise PlatformError("cannot read board file %s: %s" % (path, e))
+    data = load_json(path, "fix the board file, or name a built-in board (%s)" % ", ".join(list_boards()),
+                     PlatformError)
     validate(data, "board file %s" % path)
     return Board(data, path)
 

@@ -14,7 +14,6 @@ file declares writable under this guard's own root, and Sysfs.write confines eve
 import atexit
 import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -25,7 +24,7 @@ from collections import OrderedDict
 
 from runtime.bundle import atomic_write_json
 from runtime.cli import utc_now
-from runtime.schema import field, require_dict
+from runtime.schema import field, load_json, require_dict
 
 from .errors import PlatformError
 from .sysfs import Sysfs
@@ -137,11 +136,7 @@ STATE_FIX = "check the clocks by hand, then delete the file"
 def _read_state(path):
     """The state file, validated: one line naming the file and the field on anything unexpected."""
     where = "state file %s" % path
-    try:
-        with open(path, "r") as f:
-            state = json.load(f)
-    except ValueError:
-        raise PlatformError("%s is not valid JSON; %s" % (where, STATE_FIX))
+    state = load_json(path, STATE_FIX, PlatformError)
     require_dict(state, where, STATE_FIX, error=PlatformError)
     for key, t, check, expect in (
             ("schema", str, lambda v: v == STATE_SCHEMA, repr(STATE_SCHEMA)),
