@@ -5,11 +5,10 @@ so the model builder, the cost table and the checkpoint sidecar all see the same
 Geometry (does the image survive every stride?) depends on the input size and is checked by
 compile.arch.cost.layer_table, which every model build goes through.
 """
-import json
 import os
 
 from compile.errors import UserError
-from runtime.schema import field, require_dict
+from runtime.schema import field, load_json, require_dict
 
 BUILTIN_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "builtins")
 ACTIVATIONS = ("relu", "relu6", "hardswish", "none")
@@ -40,27 +39,17 @@ def builtin_names():
     return sorted(f[:-5] for f in os.listdir(BUILTIN_DIR) if f.endswith(".json"))
 
 
-def _read_json(path, what):
-    try:
-        with open(path) as f:
-            return json.load(f)
-    except OSError as exc:
-        raise UserError("cannot read %s %s (%s)" % (what, path, exc.strerror))
-    except ValueError as exc:
-        raise UserError("%s %s is not valid JSON (%s); %s" % (what, path, exc, FIX))
-
-
 def load_spec(name_or_path):
     """A built-in name or a path to a spec file -> normalised spec dict."""
     if name_or_path.endswith(".json") or os.sep in name_or_path:
         if not os.path.isfile(name_or_path):
             raise UserError("architecture spec %s does not exist; pass a built-in name (%s) or a .json spec "
                             "file" % (name_or_path, ", ".join(builtin_names())))
-        return normalise(_read_json(name_or_path, "architecture spec"), name_or_path)
+        return normalise(load_json(name_or_path, FIX, UserError), name_or_path)
     if name_or_path not in builtin_names():
         raise UserError("unknown architecture %r; choose one of: %s, or pass a spec file PATH.json "
                         "(python build.py info --archs)" % (name_or_path, ", ".join(builtin_names())))
-    return normalise(_read_json(os.path.join(BUILTIN_DIR, name_or_path + ".json"), "built-in architecture"),
+    return normalise(load_json(os.path.join(BUILTIN_DIR, name_or_path + ".json"), FIX, UserError),
                      "built-in architecture " + name_or_path)
 
 
