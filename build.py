@@ -30,7 +30,9 @@ def cmd_train(args):
     cfg = default_config(scheme=args.scheme, arch=args.arch, groups=args.groups, epochs=args.epochs,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
                          own_loss_weight=args.own_loss_weight, threads=args.threads,
-                         group_widths=args.group_widths, combine=args.combine)
+                         group_widths=args.group_widths, combine=args.combine, distill=args.distill,
+                         cutout=args.cutout, label_smoothing=args.label_smoothing,
+                         weight_decay=args.weight_decay, device=args.device, only=args.only)
     out = args.out or {"grouped": os.path.join("artifacts", "default"),
                        "dense": os.path.join("artifacts", "baselines", "dense"),
                        "static": os.path.join("artifacts", "baselines", "static")}[cfg["scheme"]]
@@ -189,11 +191,22 @@ def build_parser(argv=()):
                    help="decode the image folder into --cache-dir and memory-map it: auto = when its float copy "
                         "would exceed a quarter of RAM (default auto)")
     t.add_argument("--groups", type=int, default=None, metavar="G", help="number of groups G, 2-8 (default 4)")
-    t.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs per incremental step (default 10)")
+    t.add_argument("--epochs", default=None, metavar="N[,N..]",
+                   help="epochs per incremental step, one number or one per step such as 10,10,15,20 (default 10)")
     t.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per training step (default 128)")
     t.add_argument("--lr", type=float, default=None, metavar="LR", help="OneCycle peak learning rate (default 0.1)")
     t.add_argument("--own-loss-weight", type=float, default=None, metavar="W",
                    help="weight of group k's own loss next to the level-k loss (default 1.0)")
+    t.add_argument("--distill", type=float, default=None, metavar="W",
+                   help="weight of distilling group k from the frozen level k-1 (the ensemble so far; default 0)")
+    t.add_argument("--label-smoothing", type=float, default=None, metavar="E", help="label smoothing (default 0.1)")
+    t.add_argument("--weight-decay", type=float, default=None, metavar="WD", help="SGD weight decay (default 5e-4)")
+    t.add_argument("--cutout", type=int, default=None, metavar="PX",
+                   help="cut a PX x PX square out of every training image (default 0: off)")
+    t.add_argument("--only", default=None, metavar="K[,K..]",
+                   help="--scheme static: train only these widths (width K = groups 1..K trained jointly)")
+    t.add_argument("--device", default=None, metavar="DEV",
+                   help="torch device to train on: cpu (default) or cuda; the checkpoint is the same format")
     t.add_argument("--input-size", type=int, default=None, metavar="PX", help="square input size; image folders are resized to it (default 32)")
     t.add_argument("--seed", type=int, default=None, metavar="N", help="random seed (default 0)")
     t.add_argument("--threads", type=int, default=None, metavar="N", help="torch threads (default: torch's choice)")
@@ -208,6 +221,8 @@ def build_parser(argv=()):
     for name, module, help_ in (
             ("bench", "bench", "measure levels, switching, memory and peers on this machine; write a report"),
             ("demo", "bench.demo", "run CIFAR-10 through the runtime manager while the budget and the load change"),
+            ("ablate", "compile.ablation", "train a plan of training variants side by side and tabulate their "
+                                           "levels (docs/training.md)"),
             ("profile", "bench.profile_cmd", "profile a bundle's operating points on this machine (the boards "
                                                "run python -m runtime profile BUNDLE)")):
         sp = sub.add_parser(name, help=help_, description=help_)

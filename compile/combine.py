@@ -32,13 +32,13 @@ def _contributions(model, level, norm, x, y, idx):
     cs, ys = [], []
     for i in range(0, len(idx), 500):
         part = idx[i:i + 500]
-        xb = norm(x[part]).contiguous(memory_format=torch.channels_last)
+        xb = norm(x[part]).to(next(model.parameters()).device).contiguous(memory_format=torch.channels_last)
         if hasattr(model, "group_contributions"):
             cs.append(torch.stack(model.group_contributions(xb, level)))
         else:
             cs.append(torch.stack([model.group_logits(xb, g) for g in range(1, level + 1)]))
         ys.append(y[part])
-    return torch.cat(cs, 1), torch.cat(ys)
+    return torch.cat(cs, 1).cpu(), torch.cat(ys)
 
 
 def fit_level_weights(model, level, norm, x, y, idx, iters=100):

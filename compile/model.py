@@ -290,7 +290,7 @@ def count_macs(model, level, input_size=32, in_channels=3):
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        model(torch.zeros(1, in_channels, input_size, input_size), level)
+        model(torch.zeros(1, in_channels, input_size, input_size, device=next(model.parameters()).device), level)
     model.train(was_training)
     for h in handles:
         h.remove()

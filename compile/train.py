@@ -28,18 +28,20 @@ from compile.data import Normalizer, augment, channel_stats
 from compile.errors import UserError
 from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.model import GroupedNet, build_model, count_macs, count_params
-from compile.validate import check_loss, check_recipe, read_run_state, read_run_tensors, restore_run_weights
+from compile.validate import (check_loss, check_recipe, parse_epochs, read_run_state, read_run_tensors,
+                              restore_run_weights)
 from runtime.cli import utc_now
 
 RECIPE_KEYS = ("scheme", "arch", "groups", "epochs", "batch_size", "lr", "momentum", "weight_decay",
-               "label_smoothing", "own_loss_weight", "seed", "input_size", "group_widths", "combine",
-               "arch_spec")  # the spec itself: an edited spec file must not resume into the old tensors
+               "label_smoothing", "own_loss_weight", "distill", "cutout", "seed", "input_size", "group_widths",
+               "combine", "arch_spec")  # the spec itself: an edited spec file must not resume into the old tensors
 
 
 def default_config(**over):
     cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
-               input_size=32, threads=None, group_widths=None, combine="mean")
+               input_size=32, threads=None, group_widths=None, combine="mean", distill=0.0, cutout=0,
+               device="cpu", only=None)
     for k, v in over.items():
         if v is not None:
             cfg[k] = v
@@ -47,17 +49,43 @@ def default_config(**over):
         raise UserError("--groups must be between 2 and 8, got %s" % cfg["groups"])
     if not 1 <= int(cfg["groups"]) <= 8:
         raise UserError("--groups must be between 1 and 8, got %s" % cfg["groups"])
-    if int(cfg["epochs"]) < 1:
-        raise UserError("--epochs must be at least 1, got %s" % cfg["epochs"])
     cfg["arch_spec"] = load_spec(cfg["arch"])  # a built-in name or a spec file; one-line error if malformed
-    cfg["group_widths"] = parse_widths(cfg["group_widths"], 1 if cfg["scheme"] == "static" else int(cfg["groups"]))
-    if cfg["scheme"] == "static" and cfg["group_widths"] != [1.0]:
-        raise UserError("--group-widths is for grouped and dense models; a static baseline has one width per run")
+    # static: width-k is a GroupedNet of groups 1..k at these widths, trained jointly from scratch
+    cfg["group_widths"] = parse_widths(cfg["group_widths"], int(cfg["groups"]))
+    cfg["epochs"] = parse_epochs(cfg["epochs"], int(cfg["groups"]))
+    if cfg["only"] is not None:
+        try:
+            cfg["only"] = sorted(set(int(v) for v in str(cfg["only"]).split(",")))
+        except ValueError:
+            cfg["only"] = [0]
+        if cfg["scheme"] != "static" or not all(1 <= k <= int(cfg["groups"]) for k in cfg["only"]):
+            raise UserError("--only takes static widths from 1 to --groups (%s), with --scheme static; got %s"
+                            % (cfg["groups"], over.get("only")))
     if cfg["combine"] not in COMBINES:
         raise UserError("--combine must be one of %s, got %r" % (", ".join(COMBINES), cfg["combine"]))
     if cfg["combine"] != "mean" and cfg["scheme"] == "static":
         raise UserError("--combine fitted needs incremental groups (--scheme grouped or dense)")
     return check_recipe(cfg)
+
+
+KD_T = 2.0  # distillation temperature (Hinton et al. 2015's usual range)
+
+
+def step_epochs(cfg, stage):
+    e = cfg["epochs"]
+    return e[stage - 1] if isinstance(e, list) else int(e)
+
+
+def cutout(x, size, gen):
+    """Zero one random size x size square per image (DeVries & Taylor 2017), batched; after normalisation,
+    so the square is the data mean."""
+    n, _, h, w = x.shape
+    cy = torch.randint(0, h, (n,), generator=gen)
+    cx = torch.randint(0, w, (n,), generator=gen)
+    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
+    inside_y = ((ys - cy[:, None]).abs() <= size // 2)[:, None, :, None]
+    inside_x = ((xs - cx[:, None]).abs() <= size // 2)[:, None, None, :]
+    return x.masked_fill(inside_y & inside_x, 0.0)
 
 
 def one_cycle_lr(it, total, max_lr, pct=0.3, div=25.0, final_div=1e4):
@@ -90,6 +118,7 @@ class Trainer(object):
         self.cfg, self.data, self.run_dir, self.out_dir = cfg, data, run_dir, out_dir
         self.log, self.progress = log, progress
         self.G = int(cfg["groups"])
+        self.device = torch.device(cfg.get("device") or "cpu")
         self.channels = int(data.train_x.shape[1])
         # --combine fitted holds a fixed slice of the training set out of training to fit level weights on
         self.train_idx, self.hold_idx = holdout_split(data, cfg["combine"], cfg["seed"])
@@ -126,13 +155,13 @@ class Trainer(object):
     def _save_state(self, st, model, opt):
         os.makedirs(self.run_dir, exist_ok=True)
         jpath, tpath = self._state_paths()
-        tensors = {"model." + k: v for k, v in model.state_dict().items()}
+        tensors = {"model." + k: v.cpu() for k, v in model.state_dict().items()}
         names = {id(p): n for n, p in model.named_parameters()}
         for group in opt.param_groups:
             for p in group["params"]:
                 buf = opt.state.get(p, {}).get("momentum_buffer")
                 if buf is not None:
-                    tensors["momentum." + names[id(p)]] = buf
+                    tensors["momentum." + names[id(p)]] = buf.cpu()
         atomic_save_tensors(tensors, tpath)
         atomic_write_bytes(jpath, (json.dumps(st, indent=1) + "\n").encode(), umask_mode())
 
@@ -141,9 +170,10 @@ class Trainer(object):
         torch.manual_seed(_stage_seed(self.cfg["seed"], stage if self.cfg["scheme"] == "static" else 0))
         static = self.cfg["scheme"] == "static"
         groups = stage if static else self.G
+        widths = self.cfg["group_widths"][:groups]
         model = build_model(self.cfg["scheme"], self.cfg["arch_spec"], groups, self.num_classes, self.cfg["input_size"],
-                            self.channels, None if static else self.cfg["group_widths"])
-        return model.to(memory_format=torch.channels_last)
+                            self.channels, widths)
+        return model.to(self.device, memory_format=torch.channels_last)
 
     def _trainable(self, model, stage):
         if self.cfg["scheme"] == "static":
@@ -176,6 +206,11 @@ class Trainer(object):
         loss = F.cross_entropy(out, y, label_smoothing=ls)
         if lam:
             loss = (loss + lam * F.cross_entropy(own, y, label_smoothing=ls)) / (1 + lam)
+        kd = self.cfg["distill"] if stage > 1 else 0.0
+        if kd:  # group k also learns the soft predictions of the frozen level k-1 (the ensemble so far)
+            with torch.no_grad():
+                teacher = F.softmax(frozen / (stage - 1) / KD_T, 1)
+            loss = loss + kd * KD_T * KD_T * F.kl_div(F.log_softmax(own / KD_T, 1), teacher, reduction="batchmean")
         return loss, out
 
     @torch.no_grad()
@@ -184,11 +219,11 @@ class Trainer(object):
         model.eval()
         correct = torch.zeros(upto)
         for i in range(0, len(self.data.test_x), 500):  # normalised per chunk: the set may be a disk cache
-            x = self.norm(self.data.test_x[i:i + 500]).contiguous(memory_format=torch.channels_last)
+            x = self.norm(self.data.test_x[i:i + 500]).to(self.device).contiguous(memory_format=torch.channels_last)
             outs = model.all_levels(x, upto)
-            y = self.data.test_y[i:i + 500]
+            y = self.data.test_y[i:i + 500].to(self.device)
             for k, o in enumerate(outs):
-                correct[k] += (o.argmax(1) == y).sum()
+                correct[k] += (o.argmax(1) == y).sum().item()
         return (correct / len(self.data.test_x)).tolist()
 
     # ---- the run ---------------------------------------------------------------------------------
@@ -214,8 +249,11 @@ class Trainer(object):
         if steps_per_epoch < 1:
             raise UserError("the training set has %d images, fewer than one batch of %d; lower --batch-size"
                             % (n, cfg["batch_size"]))
-        total_it = steps_per_epoch * cfg["epochs"]
         for stage in range(st["stage"], self.G + 1):
+            if cfg["scheme"] == "static" and cfg.get("only") and stage not in cfg["only"]:
+                continue  # a static width asked not to be trained (each width is its own model)
+            epochs = step_epochs(cfg, stage)
+            total_it = steps_per_epoch * epochs
             if model is None or (cfg["scheme"] == "static" and st["epoch"] == 0):
                 model = self._new_model(stage)
             params = self._trainable(model, stage)
@@ -225,24 +263,27 @@ class Trainer(object):
                 names = dict(model.named_parameters())
                 for k, v in tensors.items():
                     if k.startswith("momentum.") and names[k[9:]].requires_grad:
-                        opt.state[names[k[9:]]]["momentum_buffer"] = v.clone()
+                        opt.state[names[k[9:]]]["momentum_buffer"] = v.clone().to(self.device)
             tensors = None
             t_stage = time.time() - st["stage_seconds"].get(str(stage), 0.0)
-            for epoch in range(st["epoch"], cfg["epochs"]):
+            for epoch in range(st["epoch"], epochs):
                 t0 = time.time()
                 self._set_modes(model, stage)
                 gen = torch.Generator().manual_seed(_stage_seed(cfg["seed"], stage, epoch))
                 perm = torch.randperm(n, generator=gen)
                 bar = tqdm(range(steps_per_epoch), desc="%s step %d/%d epoch %d/%d" % (
-                    cfg["scheme"], stage, self.G, epoch + 1, cfg["epochs"]), leave=False,
+                    cfg["scheme"], stage, self.G, epoch + 1, epochs), leave=False,
                     disable=not (self.progress and sys.stderr.isatty()),  # a pipe or log gets the epoch line only
                     dynamic_ncols=True)
                 loss_sum, hits, seen = 0.0, 0, 0
                 for i in bar:
                     idx = perm[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
                     idx = idx if self.train_idx is None else self.train_idx[idx]
-                    x = augment(self.norm(self.data.train_x[idx]), gen).contiguous(memory_format=torch.channels_last)
-                    y = self.data.train_y[idx]
+                    x = augment(self.norm(self.data.train_x[idx]), gen)
+                    if cfg["cutout"]:
+                        x = cutout(x, cfg["cutout"], gen)
+                    x = x.to(self.device).contiguous(memory_format=torch.channels_last)
+                    y = self.data.train_y[idx].to(self.device)
                     lr = one_cycle_lr(epoch * steps_per_epoch + i, total_it, cfg["lr"])
                     for group in opt.param_groups:
                         group["lr"] = lr
@@ -270,7 +311,7 @@ class Trainer(object):
                 lv = "  ".join("L%d %.2f%%" % (k + 1 if cfg["scheme"] != "static" else stage, 100 * a)
                                for k, a in enumerate(accs))
                 self.log("%s step %d/%d epoch %2d/%d  loss %.3f  train %.2f%%  test %s  (%.0fs)" % (
-                    cfg["scheme"], stage, self.G, epoch + 1, cfg["epochs"], rec["loss"], 100 * rec["train_acc"],
+                    cfg["scheme"], stage, self.G, epoch + 1, epochs, rec["loss"], 100 * rec["train_acc"],
                     lv, rec["seconds"]))
                 st["epoch"] = epoch + 1
                 st["stage_seconds"][str(stage)] = time.time() - t_stage
@@ -284,7 +325,7 @@ class Trainer(object):
             self._save_state(st, model, opt)
         if cfg["scheme"] != "static":
             return self._write_final(model, st)
-        return os.path.join(self.out_dir, "width-%d" % self.G, "model.safetensors")
+        return os.path.join(self.out_dir, "width-%d" % max(cfg.get("only") or [self.G]), "model.safetensors")
 
     def _fit_level(self, model, stage, st):
         """Choose level `stage`'s combination weights now, so that later steps never change them."""
@@ -314,7 +355,7 @@ class Trainer(object):
             "levels": levels,
             "training": {"recipe": self._recipe(), "seconds_per_step": secs,
                          "total_seconds": sum(secs.values()), "history": st["history"],
-                         "torch": torch.__version__, "threads": torch.get_num_threads()},
+                         "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(self.device)},
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
                      "train_images": len(self.data.train_x) - len(self.hold_idx),
                      "test_images": len(self.data.test_x), "held_out_images": len(self.hold_idx)},
@@ -334,22 +375,24 @@ class Trainer(object):
         return rows
 
     def _write_final(self, model, st):
-        model = model.to(memory_format=torch.contiguous_format)
-        meta = self._meta(model, st, self._levels(model))
+        levels = self._levels(model)
+        model = model.to("cpu", memory_format=torch.contiguous_format)
+        meta = self._meta(model, st, levels)
         path = save_checkpoint(model, meta, os.path.join(self.out_dir, "model.safetensors"))
         write_summary(meta, os.path.join(self.out_dir, "training.md"))
         return path
 
     def _write_static(self, model, width, st):
-        model = model.to(memory_format=torch.contiguous_format)
+        levels = self._levels(model, only=width)
+        model = model.to("cpu", memory_format=torch.contiguous_format)
         hist = [h for h in st["history"] if h["step"] == width]
         meta = self._meta(model, dict(st, history=hist, stage_seconds={str(width): st["stage_seconds"][str(width)]}),
-                          self._levels(model, only=width))
+                          levels)
         meta["static_width"] = width
         d = os.path.join(self.out_dir, "width-%d" % width)
         save_checkpoint(model, meta, os.path.join(d, "model.safetensors"))
         write_summary(meta, os.path.join(d, "training.md"))
-        model.to(memory_format=torch.channels_last)
+        model.to(self.device, memory_format=torch.channels_last)
 
 
 def write_summary(meta, path):

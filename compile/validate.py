@@ -42,7 +42,7 @@ def _recipe_rules(scheme):
     lo = 1 if scheme == "static" else 2
     return (
         ("groups",) + _int_in(lo, MAX_GROUPS),
-        ("epochs",) + _int_in(1, 10000),
+        ("epochs", _epochs_ok, "a number of epochs from 1 to 10000, or one per step such as 10,10,15,20"),
         ("batch_size",) + _int_in(1, 65536),
         ("input_size",) + _int_in(*INPUT_SIZES),
         ("seed",) + _int_in(0, 2 ** 31 - 1),
@@ -50,7 +50,36 @@ def _recipe_rules(scheme):
         ("threads",) + _int_in(1, cpu_count()),
         ("lr", lambda v: _finite(v) and 0 < v <= 10, "a finite number above 0 and at most 10"),
         ("own_loss_weight", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
+        ("distill", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
+        ("label_smoothing", lambda v: _finite(v) and 0 <= v < 1, "a finite number from 0 to below 1"),
+        ("weight_decay", lambda v: _finite(v) and 0 <= v <= 1, "a finite number from 0 to 1"),
+        ("cutout",) + _int_in(0, INPUT_SIZES[1]),
     )
+
+
+def parse_epochs(value, groups):
+    """--epochs N (every step) or N,N,.. (one per step; a static width-k model gets step k's): an int when
+    all steps agree, so recipes of single-number runs stay what they were."""
+    try:
+        vals = [int(v) for v in value.split(",")] if isinstance(value, str) else \
+            (list(value) if isinstance(value, (list, tuple)) else [int(value)])
+    except ValueError:
+        raise UserError("--epochs must be a number or one number per step such as 10,10,15,20, got %r" % (value,))
+    if len(vals) not in (1, groups):
+        raise UserError("--epochs has %d values but the model has %d groups; give one number, or one per step"
+                        % (len(vals), groups))
+    if not all(isinstance(v, int) and not isinstance(v, bool) and 1 <= v <= 10000 for v in vals):
+        raise UserError("--epochs must be whole numbers from 1 to 10000, got %r" % (value,))
+    return vals[0] if len(set(vals)) == 1 else vals
+
+
+def _epochs_ok(value):
+    """The values alone; their count against the groups is parse_epochs's, which names both numbers."""
+    parts = value.split(",") if isinstance(value, str) else (value if isinstance(value, list) else [value])
+    try:
+        return all(1 <= int(v) <= 10000 and float(v) == int(v) for v in parts)
+    except (TypeError, ValueError):
+        return False
 
 
 def check_recipe(cfg):

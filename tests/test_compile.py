@@ -126,13 +126,13 @@ def test_nano_gpu_without_tensorrt_writes_the_rest_and_says_where_the_engine_is_
     assert "tflite" not in man["engines"] and os.path.isfile(os.path.join(out, "model.onnx"))
 
 
-def test_shipped_default_rebuilds_the_same_tflite_bytes_and_the_same_onnx_outputs(tmp_path):
+def test_paper_checkpoint_rebuilds_the_same_tflite_bytes_and_the_same_onnx_outputs(tmp_path):
     """The spec-driven model builder changes nothing of the shipped alexnet-cifar checkpoint: model.tflite is
     byte-identical to the committed host-cpu bundle's; model.onnx is now opset 15 / IR 8 (issue 10: onnxruntime
     1.10 on Python 3.6), so its bytes differ by design and its outputs are compared at every level instead."""
     import onnxruntime as ort
-    ref = os.path.join(ROOT, "artifacts", "host-cpu")
-    out, man = build_bundle(os.path.join(ROOT, "artifacts", "default"), "host-cpu", str(tmp_path / "b"),
+    ref = os.path.join(ROOT, "artifacts", "paper", "host-cpu")
+    out, man = build_bundle(os.path.join(ROOT, "artifacts", "paper"), "host-cpu", str(tmp_path / "b"),
                             log=lambda *a: None)
     shipped = _manifest(ref)
     assert man["files"]["model.tflite"]["sha256"] == shipped["files"]["model.tflite"]["sha256"]
@@ -148,8 +148,8 @@ def test_shipped_default_rebuilds_the_same_tflite_bytes_and_the_same_onnx_output
     assert [lv["macs_ratio"] for lv in man["levels"]] == [1.0, 2.0, 3.0, 4.0]
 
 
-@pytest.mark.parametrize("ckpt", ["default", "baselines/dense", "baselines/static/width-1",
-                                  "baselines/static/width-4"])
+@pytest.mark.parametrize("ckpt", ["paper", "paper/baselines/dense", "paper/baselines/static/width-1",
+                                  "paper/baselines/static/width-4"])
 def test_shipped_checkpoints_load_into_the_spec_built_models(ckpt):
     model, meta = load_checkpoint(os.path.join(ROOT, "artifacts", ckpt))
     assert model.arch == "alexnet-cifar" and model.widths == [1.0] * int(meta["groups"]) and model.is_uniform()
