@@ -33,10 +33,12 @@ $(PY36_VENV)/.installed:
 
 venv: $(VENV)/.installed
 
-# The main job on the shipped default: compile it for this machine and verify the bundle's golden vectors.
+# The main job on the shipped default: compile it for this machine, verify the bundle's golden vectors,
+# and end with the per-level table: MACs, CIFAR-10 test accuracy (recorded) and latency measured here.
 run: $(VENV)/.installed
 	$(PY) build.py --target host-cpu
 	$(PY) -m runtime verify artifacts/host-cpu
+	$(PY) -m runtime run artifacts/host-cpu --runs 200
 
 # The deploy test starts a real ssh server on loopback: Debian's openssh-server and rsync.
 ssh-tools:

@@ -16,7 +16,7 @@ import argparse
 import os
 import sys
 
-from compile.validate import MAX_BATCH  # torch-free, so --help stays fast
+from compile.validate import MAX_BATCH, TFLITE_PRECISIONS  # torch-free, so --help stays fast
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
@@ -25,14 +25,14 @@ DEFAULT_CKPT = os.path.join("artifacts", "default", "model.safetensors")
 def cmd_train(args):
     from compile.validate import check_checkpoint_out, check_recipe
     check_recipe(vars(args))  # every numeric flag, before torch is imported or anything is written
+    from compile.recipes import KEYS, load_recipe, merge
+    chosen = merge(load_recipe(args.recipe), {k: getattr(args, k) for k in KEYS}, args.scheme)
     from compile.data import load_dataset
     from compile.train import Trainer, default_config
-    cfg = default_config(scheme=args.scheme, arch=args.arch, groups=args.groups, epochs=args.epochs,
-                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, input_size=args.input_size,
-                         own_loss_weight=args.own_loss_weight, threads=args.threads,
-                         group_widths=args.group_widths, combine=args.combine, distill=args.distill,
-                         cutout=args.cutout, label_smoothing=args.label_smoothing,
-                         weight_decay=args.weight_decay, device=args.device, only=args.only)
+    cfg = default_config(scheme=args.scheme, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                         input_size=args.input_size, threads=args.threads, distill=args.distill, cutout=args.cutout,
+                         label_smoothing=args.label_smoothing, weight_decay=args.weight_decay, device=args.device,
+                         only=args.only, **chosen)
     out = args.out or {"grouped": os.path.join("artifacts", "default"),
                        "dense": os.path.join("artifacts", "baselines", "dense"),
                        "static": os.path.join("artifacts", "baselines", "static")}[cfg["scheme"]]
@@ -104,6 +104,7 @@ def cmd_list_targets(args):
 
 def cmd_build(args):
     import shutil
+    from compile.errors import UserError
     from compile.targets import get_target
     from compile.validate import check_replaceable, parse_batch_sizes
     # refused here in a fraction of a second, before the compiler (and torch) is imported; build_bundle
@@ -116,7 +117,12 @@ def cmd_build(args):
     read_meta(args.checkpoint)
     from compile.bundle import build_bundle
     print("building %s from %s" % (args.target, args.checkpoint))
-    out, man = build_bundle(args.checkpoint, args.target, out, args.data, batch)
+    precision = args.precision or target["tflite_precision"]
+    if "int8" in precision and target["engine"] == "tflite" and not args.data:  # before minutes of export
+        raise UserError("target %s carries int8 levels (precision %s), calibrated on training images: pass "
+                        "--data DIR (the set the model was trained on), or --precision fp32"
+                        % (target["name"], precision))
+    out, man = build_bundle(args.checkpoint, args.target, out, args.data, batch, precision=precision)
     total = sum(f["size"] for f in man["files"].values())
     print("wrote %s: %d files, %.2f MB, %d levels (%s)" % (
         out, len(man["files"]), total / 1e6, len(man["levels"]),
@@ -159,6 +165,9 @@ def build_parser(argv=()):
                                                   "when it is empty or holds a bundle this tool wrote")
     p.add_argument("--data", metavar="DIR", help="take the golden-vector images from this data set's test split "
                                                    "(default: seeded random images)")
+    p.add_argument("--precision", choices=TFLITE_PRECISIONS, default=None,
+                   help="TFLite precisions the file carries: fp32, int8 or both (int8 is post-training quantized, "
+                        "calibrated on 256 training images from --data; default: the target's)")
     p.add_argument("--batch-sizes", metavar="B,B", help="batch sizes the engine carries: distinct, 1 to %d, "
                                                         "including 1 (default: the target's)" % MAX_BATCH)
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -175,14 +184,18 @@ def build_parser(argv=()):
     t.add_argument("--scheme", choices=("grouped", "dense", "static"), default="grouped",
                    help="grouped: incremental group training (default); dense: Tann et al. 2016 baseline; "
                         "static: one model per width trained from scratch")
+    t.add_argument("--recipe", default="default", metavar="NAME|PATH.json",
+                   help="the settings to start from: default (the shipped model: vgg-cifar, widths 1,1.5,2,3, "
+                        "epochs 10,10,15,20) or paper (four equal alexnet-cifar groups); flags given win "
+                        "(compile/recipes/)")
     t.add_argument("--arch", default=None, metavar="NAME|PATH.json",
                    help="group path: a built-in (python build.py info --archs) or a spec file (docs/architectures.md); "
-                        "default alexnet-cifar")
+                        "default: the recipe's")
     t.add_argument("--group-widths", default=None, metavar="W,W,..",
-                   help="channel multiplier of each group's path, e.g. 1,1,1.5,2 (default all 1)")
+                   help="channel multiplier of each group's path, e.g. 1,1,1.5,2 (default: the recipe's)")
     t.add_argument("--combine", choices=("mean", "fitted"), default=None,
-                   help="level k's weights over groups 1..k: mean (1/k, default) or fitted after step k on a "
-                        "held-out 10%% of the training set")
+                   help="level k's weights over groups 1..k: mean (1/k) or fitted after step k on a held-out 10%% "
+                        "of the training set (default: the recipe's)")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="image channels of an image-folder set (default: 1 if its first image is grey, else 3)")
     t.add_argument("--cache-dir", default=os.path.join("runs", "data-cache"), metavar="DIR",
@@ -190,13 +203,13 @@ def build_parser(argv=()):
     t.add_argument("--cache", choices=("auto", "always", "never"), default="auto",
                    help="decode the image folder into --cache-dir and memory-map it: auto = when its float copy "
                         "would exceed a quarter of RAM (default auto)")
-    t.add_argument("--groups", type=int, default=None, metavar="G", help="number of groups G, 2-8 (default 4)")
+    t.add_argument("--groups", type=int, default=None, metavar="G", help="number of groups G, 2-8 (default: the recipe's, 4)")
     t.add_argument("--epochs", default=None, metavar="N[,N..]",
-                   help="epochs per incremental step, one number or one per step such as 10,10,15,20 (default 10)")
+                   help="epochs per incremental step, one number or one per step such as 10,10,15,20 (default: the recipe's)")
     t.add_argument("--batch-size", type=int, default=None, metavar="N", help="images per training step (default 128)")
     t.add_argument("--lr", type=float, default=None, metavar="LR", help="OneCycle peak learning rate (default 0.1)")
     t.add_argument("--own-loss-weight", type=float, default=None, metavar="W",
-                   help="weight of group k's own loss next to the level-k loss (default 1.0)")
+                   help="weight of group k's own loss next to the level-k loss (default: the recipe's)")
     t.add_argument("--distill", type=float, default=None, metavar="W",
                    help="weight of distilling group k from the frozen level k-1 (the ensemble so far; default 0)")
     t.add_argument("--label-smoothing", type=float, default=None, metavar="E", help="label smoothing (default 0.1)")

@@ -19,6 +19,7 @@ from compile.data import Normalizer
 from compile.fold_bn import deploy_paths
 from compile.errors import UserError
 from compile.golden import golden_images, make_golden
+from compile.quantize import INT8_TOLERANCE_STEPS, calibration_images, precisions_of
 from compile.targets import get_target
 from runtime.cli import module_versions, utc_now
 
@@ -90,7 +91,7 @@ def _check_tflite(path, golden, levels, signatures, level_weights):
     x = golden["input"]
     by_group = {}
     for sig, info in signatures.items():
-        if info["batch"] == 1:
+        if info["batch"] == 1 and info.get("precision", "fp32") == "fp32":
             by_group[info["group"]] = it.get_signature_runner(sig)
     contrib = []
     for g in sorted(by_group):
@@ -99,6 +100,45 @@ def _check_tflite(path, golden, levels, signatures, level_weights):
         contrib.append(np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))]))
     for k in levels:
         _agree("TFLite (LiteRT)", k, combine_levels(contrib, k, level_weights), golden["level%d" % k])
+
+
+def int8_golden(path, golden, G, signatures, level_weights, log):
+    """The int8 signatures' own logits on the golden inputs (what a board must reproduce), each level's
+    tolerance from its groups' output grids, and how far they are from float32 (a gross error is refused:
+    broken quantization, not rounding)."""
+    from ai_edge_litert.interpreter import Interpreter
+    from runtime.backends.tflite_backend import dequantize, quantize
+    it = Interpreter(model_path=path, num_threads=1)
+    x, contrib, steps = golden["input"], [], []
+    for g in range(1, G + 1):
+        sig = [s for s, i in signatures.items() if i["group"] == g and i["batch"] == 1 and i.get("precision") == "int8"][0]
+        runner = it.get_signature_runner(sig)
+        (iname, idet), = runner.get_input_details().items()
+        (oname, odet), = runner.get_output_details().items()
+        rows = [dequantize(runner(**{iname: quantize(x[i:i + 1], idet["quantization"])})[oname], odet["quantization"])
+                for i in range(len(x))]
+        contrib.append(np.concatenate(rows))
+        steps.append(float(odet["quantization"][0]))
+    arrays, atol, report = {}, [], []
+    for k in range(1, G + 1):
+        out = combine_levels(contrib, k, level_weights)
+        w = [1.0 / k] * k if level_weights is None else level_weights[k - 1]
+        atol.append(float(INT8_TOLERANCE_STEPS * sum(abs(w[g]) * steps[g] for g in range(k))))
+        ref = golden["level%d" % k]
+        err = float(np.max(np.abs(out - ref)))
+        agree = int((out.argmax(1) == ref.argmax(1)).sum())
+        if agree < len(out) // 2 or err > 0.5 * float(np.ptp(ref)):
+            raise UserError("int8 level %d is far from float32 on the golden images (max |diff| %.3g, top-1 agrees "
+                            "%d/%d); the quantized engine is wrong, not shipping it" % (k, err, agree, len(out)))
+        arrays["int8_level%d" % k] = out.astype(np.float32)
+        report.append({"level": k, "max_abs_diff_vs_fp32": round(err, 6), "top1_agrees_vs_fp32": agree})
+        log("  int8      level %d: max |diff| vs float32 %.3g, top-1 agrees %d/%d, tolerance %.3g" % (
+            k, err, agree, len(out), atol[-1]))
+    return {"arrays": arrays, "keys": "int8_level{k}", "atol": atol, "tolerance_steps": INT8_TOLERANCE_STEPS,
+            "output_steps": steps, "vs_fp32": report,
+            "reason": "the logits of this host's int8 kernels; a board may round an intermediate differently, by "
+                      "up to %d steps of each group's output grid, combined with the level's weights"
+                      % INT8_TOLERANCE_STEPS}
 
 
 def _agree(what, level, got, want):
@@ -123,7 +163,7 @@ def _levels(meta, model, size, chans, classes):
     return [dict(lv, **{k: costs[lv["level"]][k] for k in ("params", "macs", "macs_ratio")}) for lv in meta["levels"]]
 
 
-def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_sizes=None, log=print):
+def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_sizes=None, log=print, precision=None):
     t_start = time.time()
     target = get_target(target_name)
     ckpt_path = resolve(checkpoint)
@@ -138,7 +178,8 @@ def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_siz
     batch_sizes = check_batch_sizes(list(batch_sizes or target["batch_sizes"]), "batch sizes")
     out_dir, tmp = _prepare_out(out_dir or os.path.join("artifacts", target["name"]))
     try:
-        manifest = _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log)
+        manifest = _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log,
+                         precision or target["tflite_precision"])
         manifest["build_seconds"] = round(time.time() - t_start, 2)
         atomic_write_bytes(os.path.join(tmp, "manifest.json"), (json.dumps(manifest, indent=2) + "\n").encode(),
                            umask_mode())
@@ -149,7 +190,7 @@ def build_bundle(checkpoint, target_name, out_dir=None, data_dir=None, batch_siz
     return out_dir, manifest
 
 
-def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log):
+def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_path, data_dir, log, precision):
     from compile import emit_onnx, emit_tflite
     import onnx
     in_shape = (chans, size, size)
@@ -187,21 +228,36 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             "record": "engine.json", "built_on_device": True,
             "build_command": "python3 -m runtime trt-build BUNDLE_DIR [--mode if|per-group]"}
 
+    golden_int8 = None
     if target["engine"] == "tflite":
         t = time.time()
-        sigs, _ = emit_tflite.emit_grouped(paths, in_shape, batch_sizes, os.path.join(tmp, "model.tflite"))
+        precs = precisions_of(precision)
+        calib, calib_rec = (None, None)
+        if "int8" in precs:
+            calib_u8, calib_rec = calibration_images(data_dir, size, chans)
+            calib = Normalizer(norm["mean"], norm["std"])(calib_u8)
+        sigs, _ = emit_tflite.emit_grouped(paths, in_shape, batch_sizes, os.path.join(tmp, "model.tflite"), precs,
+                                           calib)
         ops = emit_tflite.read_operators(os.path.join(tmp, "model.tflite"))
         need = emit_tflite.check_runtime(ops, target)
-        _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, weights)
+        if "fp32" in precs:
+            _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, weights)
+        if "int8" in precs:
+            golden_int8 = int8_golden(os.path.join(tmp, "model.tflite"), golden, G, sigs, weights, log)
+            golden.update(golden_int8.pop("arrays"))
+            np.savez(os.path.join(tmp, "golden.npz"), **golden)
         timings["tflite_seconds"] = round(time.time() - t, 2)
         engines["tflite"] = {
             "file": "model.tflite", "form": "signature-per-group", "batch_sizes": batch_sizes,
-            "signatures": sigs, "operators": [{"name": n, "version": v} for n, v in ops],
+            "precisions": precs, "signatures": sigs, "operators": [{"name": n, "version": v} for n, v in ops],
             "min_runtime": {"tflite": target.get("tflite_min_runtime", need), "operators_need": need,
                             "reason": "signature runners (get_signature_runner) exist from tflite-runtime 2.7; "
                                       "operators alone need %s" % need}}
-        log("  tflite    model.tflite: %d signatures (%d groups x batch %s), ops %s (%.1fs)" % (
-            len(sigs), G, "/".join(map(str, batch_sizes)), ", ".join("%s v%d" % o for o in ops),
+        if calib_rec:
+            engines["tflite"]["calibration"] = dict(calib_rec, scheme="PT2E static, per-channel symmetric int8 "
+                                                                   "weights, int8 activations, each group alone")
+        log("  tflite    model.tflite: %d signatures (%d groups x batch %s x %s), ops %s (%.1fs)" % (
+            len(sigs), G, "/".join(map(str, batch_sizes)), "/".join(precs), ", ".join("%s v%d" % o for o in ops),
             timings["tflite_seconds"]))
 
     files = {}
@@ -225,7 +281,8 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
                                     "formula": "(uint8 * scale - mean) / std per channel"}},
         "output": {"name": "logits", "shape": [None, C], "dtype": "float32"},
         "engines": engines,
-        "golden": {"file": "golden.npz", "count": len(golden["input"]), "atol": ATOL, "rtol": ATOL, "atol_fp16": 0.05},
+        "golden": dict({"file": "golden.npz", "count": len(golden["input"]), "atol": ATOL, "rtol": ATOL,
+                        "atol_fp16": 0.05}, **({"int8": golden_int8} if golden_int8 else {})),
         "files": files,
         "tools": _versions(),
         "timings": timings,

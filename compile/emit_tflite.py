@@ -17,8 +17,9 @@ from compile.targets import op_version_table
 from runtime.cli import quiet_fds
 
 
-def signature_name(group, batch):
-    return "group%d_b%d" % (group, batch)
+def signature_name(group, batch, precision="fp32"):
+    """fp32 keeps the old names, so float files and old runtimes are unchanged; int8 adds a suffix."""
+    return "group%d_b%d" % (group, batch) + ("" if precision == "fp32" else "_" + precision)
 
 
 def _quiet():
@@ -36,25 +37,44 @@ def _import_litert_torch():
     return sys.modules["litert_torch"]
 
 
-def convert_modules(named, shape_of_batch, path):
-    """named: [(signature, module, batch)]; writes one .tflite holding every signature."""
+def convert_modules(named, shape_of_batch, path, quantizer=None):
+    """named: [(signature, module, batch)]; writes one .tflite holding every signature. quantizer: the
+    PT2E quantizer the int8 modules were prepared with (litert-torch folds their q/dq pairs with it)."""
     litert_torch = _import_litert_torch()
     builder = None
     for sig, module, batch in named:
         args = (torch.zeros(shape_of_batch(batch)),)
         builder = litert_torch.signature(sig, module, args) if builder is None else builder.signature(sig, module, args)
     t = time.time()
+    kwargs = {}
+    if quantizer is not None:
+        from litert_torch.quantize.quant_config import QuantConfig
+        kwargs["quant_config"] = QuantConfig(pt2e_quantizer=quantizer)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch's pytree deprecations, not ours to fix
-        edge = builder.convert()
+        warnings.simplefilter("ignore")  # torch's pytree deprecations and PT2E notices, not ours to fix
+        edge = builder.convert(**kwargs)
     edge.export(path)
     return time.time() - t
 
 
-def emit_grouped(paths, input_shape, batch_sizes, path):
-    named = [(signature_name(g + 1, b), p, b) for g, p in enumerate(paths) for b in batch_sizes]
-    seconds = convert_modules(named, lambda b: (b,) + tuple(input_shape), path)
-    return {sig: {"group": int(sig[5:].split("_")[0]), "batch": b} for sig, _, b in named}, seconds
+def emit_grouped(paths, input_shape, batch_sizes, path, precisions=("fp32",), calib=None):
+    """One signature per (group, batch, precision). int8 signatures are each group quantized on its own
+    (compile/quantize.py) from `calib`, normalised float calibration images."""
+    named, qz = [], None
+    if "fp32" in precisions:
+        named += [(signature_name(g + 1, b), p, b, "fp32") for g, p in enumerate(paths) for b in batch_sizes]
+    if "int8" in precisions:
+        from compile.quantize import quantize_path, quantizer
+        qz = quantizer()
+        named += [(signature_name(g + 1, b, "int8"), quantize_path(p, b, calib, qz), b, "int8")
+                  for g, p in enumerate(paths) for b in batch_sizes]
+    seconds = convert_modules([n[:3] for n in named], lambda b: (b,) + tuple(input_shape), path, qz)
+    sigs = {}
+    for sig, _, b, prec in named:
+        sigs[sig] = {"group": int(sig[5:].split("_")[0]), "batch": b}
+        if prec != "fp32":
+            sigs[sig]["precision"] = prec  # float signatures keep the old record, which old runtimes read
+    return sigs, seconds
 
 
 def read_operators(path):

@@ -61,11 +61,24 @@ def default_config(**over):
         if cfg["scheme"] != "static" or not all(1 <= k <= int(cfg["groups"]) for k in cfg["only"]):
             raise UserError("--only takes static widths from 1 to --groups (%s), with --scheme static; got %s"
                             % (cfg["groups"], over.get("only")))
+    cfg["device"] = _device(cfg["device"])
     if cfg["combine"] not in COMBINES:
         raise UserError("--combine must be one of %s, got %r" % (", ".join(COMBINES), cfg["combine"]))
     if cfg["combine"] != "mean" and cfg["scheme"] == "static":
         raise UserError("--combine fitted needs incremental groups (--scheme grouped or dense)")
     return check_recipe(cfg)
+
+
+def _device(name):
+    try:
+        dev = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise UserError("--device must be cpu or cuda (cuda:N), got %r" % (name,))
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device %s: this torch (%s) sees no CUDA GPU; train with --device cpu" % (name, torch.__version__))
+    return str(dev)
 
 
 KD_T = 2.0  # distillation temperature (Hinton et al. 2015's usual range)
@@ -82,9 +95,10 @@ def cutout(x, size, gen):
     n, _, h, w = x.shape
     cy = torch.randint(0, h, (n,), generator=gen)
     cx = torch.randint(0, w, (n,), generator=gen)
-    ys, xs = torch.arange(h)[None, :], torch.arange(w)[None, :]
-    inside_y = ((ys - cy[:, None]).abs() <= size // 2)[:, None, :, None]
-    inside_x = ((xs - cx[:, None]).abs() <= size // 2)[:, None, None, :]
+    dy = torch.arange(h)[None, :] - cy[:, None] + size // 2  # 0..size-1 inside the square
+    dx = torch.arange(w)[None, :] - cx[:, None] + size // 2
+    inside_y = ((dy >= 0) & (dy < size))[:, None, :, None]
+    inside_x = ((dx >= 0) & (dx < size))[:, None, None, :]
     return x.masked_fill(inside_y & inside_x, 0.0)
 
 

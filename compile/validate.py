@@ -25,6 +25,7 @@ CHECKPOINT_FORMAT = "dynn-checkpoint"  # the "format" of a sidecar (compile/chec
 ENGINES = ("tflite", "tensorrt")
 EMITS = ("tflite", "onnx", "group-onnx")
 PRECISIONS = ("fp32", "fp16")
+TFLITE_PRECISIONS = ("fp32", "int8", "both")  # what the TFLite file carries (issue 13); compile/quantize.py
 _HEX64 = re.compile(r"[0-9a-f]{64}\Z")
 
 
@@ -176,6 +177,8 @@ def check_target(t, path):
     f(t, "engine", str, check=lambda v: v in ENGINES, expect="one of " + ", ".join(ENGINES))
     f(t, "emit", [str], check=lambda v: v and set(v) <= set(EMITS), expect="a list of " + ", ".join(EMITS))
     f(t, "precision", str, check=lambda v: v in PRECISIONS, expect="one of " + ", ".join(PRECISIONS))
+    t["tflite_precision"] = f(t, "tflite_precision", str, default="fp32", check=lambda v: v in TFLITE_PRECISIONS,
+      expect="one of " + ", ".join(TFLITE_PRECISIONS))
     f(t, "board", (str, type(None)), default=None)
     f(t, "tflite_min_runtime", str, default=None, check=_version, expect="a version such as \"2.7.0\"")
     check_batch_sizes(f(t, "batch_sizes", list), "%s: batch_sizes" % path)

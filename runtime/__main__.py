@@ -50,14 +50,19 @@ def cmd_verify(args):
         pre = float(np.max(np.abs(m.preprocess(g["images"]) - g["input"])))
         print("preprocess  max |diff| %.2e  %s" % (pre, "ok" if pre <= 1e-5 else "MISMATCH"))
         bad = int(pre > 1e-5)
-        for k in m.levels:
-            out, want = m.infer(g["input"], k), g["level%d" % k]
-            err = float(np.max(np.abs(out - want)))
-            ok = np.allclose(out, want, atol=atol, rtol=tol["rtol"])
-            same = int((out.argmax(1) == want.argmax(1)).sum())
-            print("level %d     max |diff| %.2e  top-1 agrees %d/%d  %s" % (k, err, same, len(out),
-                                                                        "ok" if ok else "MISMATCH"))
-            bad += not ok
+        for prec in m.precisions:  # every precision the engine carries, against its own golden logits
+            m.set_operating_point(precision=prec)
+            q = tol.get(prec) if prec != "fp32" else None
+            for k in m.levels:
+                want = g["level%d" % k] if q is None else g[q["keys"].format(k=k)]
+                a, r = (atol, tol["rtol"]) if q is None else (q["atol"][k - 1], 0.0)
+                out = m.infer(g["input"], k)
+                err = float(np.max(np.abs(out - want)))
+                ok = np.allclose(out, want, atol=a, rtol=r)
+                same = int((out.argmax(1) == want.argmax(1)).sum())
+                print("level %d %-4s max |diff| %.2e  top-1 agrees %d/%d  %s" % (
+                    k, prec if len(m.precisions) > 1 else "", err, same, len(out), "ok" if ok else "MISMATCH"))
+                bad += not ok
     print("verify: %s (%s backend, %d levels)" % ("PASSED" if not bad else "FAILED", m.backend.name, len(m.levels)))
     return 0 if not bad else 1
 
@@ -77,8 +82,9 @@ def cmd_run(args):
         levels = [args.level] if args.level is not None else m.levels
         for k in levels:
             m.set_level(k)  # every level checked before the first line of the table
-        print("%-6s %12s %12s  (batch %d, %d runs, backend %s)" % ("level", "median ms", "p95 ms", args.batch,
-                                                                  args.runs, m.backend.name))
+        rec = {lv["level"]: lv for lv in m.manifest["levels"]}  # what the compiler recorded per level
+        print("%-6s %9s %9s %12s %12s  (batch %d, %d runs, backend %s)" % (
+            "level", "MMACs", "test acc", "median ms", "p95 ms", args.batch, args.runs, m.backend.name))
         for k in levels:
             m.set_level(k)
             for _ in range(3):
@@ -89,7 +95,9 @@ def cmd_run(args):
                 m.infer(x)
                 ts.append(time.perf_counter() - t)
             ts = np.asarray(ts) * 1e3
-            print("%-6d %12.3f %12.3f" % (k, np.median(ts), p95(ts)))  # the project's one p95
+            acc = rec[k].get("test_accuracy")
+            print("%-6d %9.2f %9s %12.3f %12.3f" % (k, rec[k]["macs"] / 1e6, "-" if acc is None else
+                                                    "%.2f%%" % (100 * acc), np.median(ts), p95(ts)))  # the one p95
     return 0
 
 

@@ -13,6 +13,7 @@ import re
 from runtime.schema import _MISSING, fail, field, require_dict
 
 ENGINES = ("tflite", "onnx", "tensorrt")
+PRECISIONS = ("fp32", "int8")  # of a TFLite engine's signatures (compile/quantize.py)
 FIX = "rebuild the bundle (python build.py --target NAME) and deploy it again"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 # Generous bounds that still stop absurd values before they allocate anything (issue 10: a batch size of 0
@@ -28,6 +29,7 @@ class _Checker(object):
     def __init__(self, path, bundle_dir):
         self.where, self.bundle_dir = path, bundle_dir
         self.root = os.path.realpath(bundle_dir)
+        self.int8 = False  # set when a TFLite engine carries int8 signatures (then golden.int8 is required)
 
     def section(self, doc, key, default=None, optional=False):
         if optional and key not in doc:
@@ -97,6 +99,8 @@ def check_manifest(man, path, bundle_dir):
         for key in ("atol", "rtol", "atol_fp16"):
             c.f(golden, key, float, "golden.", check=lambda v: _finite(v, 0), expect="a finite non-negative number",
                 **({"default": None} if key == "atol_fp16" else {}))
+        if c.int8:  # an int8 engine is verified against its own golden logits
+            _check_int8_golden(c, golden, n)
     return man
 
 
@@ -157,7 +161,8 @@ def _check_engines(c, man, groups, listed):
             for key in ("input", "output", "level_input"):
                 c.f(eng, key, str, p)
         elif name == "tflite":
-            _check_signatures(c, eng, p, groups)
+            if "int8" in _check_signatures(c, eng, p, groups):
+                c.int8 = True
         else:
             c.batch_sizes(eng, p)
 
@@ -177,11 +182,28 @@ def _trt_files(c, eng, p, groups):
 
 def _check_signatures(c, eng, p, groups):
     sizes = c.batch_sizes(eng, p)
+    precs = c.f(eng, "precisions", [str], p, default=["fp32"],
+                check=lambda v: v and len(set(v)) == len(v) and set(v) <= set(PRECISIONS),
+                expect="a non-empty list of distinct precisions from %s" % ", ".join(PRECISIONS))
     sigs = c.f(eng, "signatures", dict, p)
-    want = dict(("group%d_b%d" % (g, b), {"group": g, "batch": b}) for g in range(1, groups + 1) for b in sizes)
+    want = {}
+    for prec in precs:  # float signatures keep the old names and records; int8 ones say so (issue 13)
+        for g in range(1, groups + 1):
+            for b in sizes:
+                want["group%d_b%d" % (g, b) + ("" if prec == "fp32" else "_" + prec)] = dict(
+                    {"group": g, "batch": b}, **({} if prec == "fp32" else {"precision": prec}))
     for name in sorted(set(want) | set(sigs)):
         got = sigs.get(name)
         if want.get(name) is None or not isinstance(got, dict) or \
-                dict((k, got.get(k)) for k in ("group", "batch")) != want[name]:
-            fail(c.where, p + "signatures." + name, "{group: G, batch: B} for every group 1..%d and batch size "
-                 "%s (and no other signature)" % (groups, sizes), got if name in sigs else _MISSING, FIX)
+                dict((k, got.get(k)) for k in want[name]) != want[name] or set(got) - set(want[name]):
+            fail(c.where, p + "signatures." + name, "{group: G, batch: B[, precision: P]} for every group 1..%d, "
+                 "batch size %s and precision %s (and no other signature)" % (groups, sizes, precs),
+                 got if name in sigs else _MISSING, FIX)
+    return precs
+
+
+def _check_int8_golden(c, golden, n):
+    q = c.f(golden, "int8", dict, "golden.")
+    c.f(q, "keys", str, "golden.int8.", check=lambda v: "{k}" in v, expect="a key pattern holding {k}")
+    c.f(q, "atol", [float], "golden.int8.", check=lambda v: len(v) == n and all(_finite(x, 0) for x in v),
+        expect="a list of %d finite non-negative tolerances (one per level)" % n)

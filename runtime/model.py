@@ -175,16 +175,36 @@ class Model(object):
                                    "before the first set_operating_point")
         self._platform = platform
 
+    @property
+    def precisions(self):
+        """The precisions the running engine carries (issue 13): ["fp32"], ["int8"] or both."""
+        return list(getattr(self.backend, "precisions", ["fp32"]))
+
+    @property
+    def precision(self):
+        return getattr(self.backend, "precision", "fp32")
+
+    def _check_precision(self, precision):
+        if precision not in self.precisions:
+            raise RuntimeUserError("precision %r is not carried by this bundle's %s engine (it has %s); build it "
+                                   "with --precision both for int8" % (precision, self.backend.name,
+                                                                        ", ".join(self.precisions)))
+        return precision
+
     def set_operating_point(self, level=None, cluster=None, cpu_freq_khz=None, gpu_freq_hz=None, threads=None,
-                            placement=_KEEP):
-        """Switch level, task mapping (cluster affinity, threads), frequencies and placement in one call.
+                            placement=_KEEP, precision=None):
+        """Switch level, task mapping (cluster affinity, threads), frequencies, placement and precision in
+        one call.
 
         placement (issue 14, runtime/placement.py): which groups of the level run on which PE, each PE with
         its own worker thread and engine; None = all on the Model's engine (the default). Left out, the
-        current placement stays while the level does; a new level without one runs on one PE."""
+        current placement stays while the level does; a new level without one runs on one PE.
+        precision (issue 13): "fp32" or "int8", among model.precisions; left out, it stays."""
         self._check_open()
         if level is not None:
             level = self._check_level(level)
+        if precision is not None:
+            precision = self._check_precision(precision)
         threads = check_threads(threads, self._platform_args["sysfs_root"])
         if cluster is not None and placement is _KEEP:
             placement = None  # pinning the process to a cluster runs the level there, on one PE
@@ -211,6 +231,8 @@ class Model(object):
             with self._lock:
                 self._check_open()
                 self.backend.set_threads(threads)
+        if precision is not None and precision != self.precision:
+            self.backend.set_precision(precision)
         if level is not None:
             self.level = level
         self._placement = plan

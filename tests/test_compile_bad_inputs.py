@@ -84,9 +84,11 @@ TRAIN_BAD = {
     "--groups": ["0", "1", "9", "100", "-3"], "--epochs": ["0", "-1", "10001"], "--batch-size": ["0", "-1", "65537"],
     "--lr": ["nan", "inf", "-inf", "-0.1", "0", "11"], "--own-loss-weight": ["-1", "nan", "inf", "101"],
     "--input-size": ["0", "-32", "8", "225", "100000"], "--seed": ["-1", "2147483648"],
-    "--threads": ["-1", "0", "100000"],
+    "--threads": ["-1", "0", "100000"], "--distill": ["-1", "nan", "101"],
+    "--label-smoothing": ["-0.1", "1", "nan"], "--weight-decay": ["-1", "2", "inf"], "--cutout": ["-1", "225"],
 }
-TRAIN_UNPARSABLE = {"--groups": "x", "--epochs": "1.5", "--batch-size": "", "--lr": "fast", "--own-loss-weight": "w",
+TRAIN_BAD["--epochs"] += ["1.5", "10,0", "a,b", "10,10", "10,,10"]
+TRAIN_UNPARSABLE = {"--groups": "x", "--distill": "x", "--cutout": "1.5", "--label-smoothing": "x", "--batch-size": "", "--lr": "fast", "--own-loss-weight": "w",
                     "--input-size": "32px", "--seed": "s", "--threads": "all", "--scheme": "sparse",
                     "--dataset": "imagenet"}
 
@@ -113,6 +115,10 @@ def train_cases():
     for v in ("1,2", "0,1,1,1", "a", "1,1,1,100"):
         yield Case("train--group-widths=%s" % v, lambda tmp, v=v: _train(tmp, "--group-widths=" + v), 1,
                    ["--group-widths"])
+    yield Case("train--only-without-static", lambda tmp: _train(tmp, "--only", "1"), 1, ["--only", "static"])
+    yield Case("train--only=5-of-4", lambda tmp: _train(tmp, "--scheme", "static", "--only", "5"), 1, ["--only"])
+    for v in ("tpu", "cuda:x", "cuda"):  # this machine has no GPU: cuda is refused too, in one line
+        yield Case("train--device=%s" % v, lambda tmp, v=v: _train(tmp, "--device", v), 1, ["--device"])
     yield Case("train--arch=missing.json", lambda tmp: _train(tmp, "--arch", os.path.join(tmp, "x.json")), 1,
                ["x.json"])
     yield Case("train--channels=2", lambda tmp: _train(tmp, "--channels", "2"), 2, ["--channels"])
@@ -176,6 +182,9 @@ def build_cases():
                ["none.json"])
     yield Case("build--data=missing", lambda tmp: _build(tmp, "--data", os.path.join(tmp, "none")), 1,
                [os.sep + "none"])
+    yield Case("build--precision=int8-without-data", lambda tmp: _build(tmp, "--precision", "int8"), 1,
+               ["--data", "--precision fp32"])
+    yield Case("build--precision=int4", lambda tmp: _build(tmp, "--precision", "int4"), 2, ["--precision"])
     yield Case("build-without-target-or-command", lambda tmp: [BUILD, "--checkpoint", _ckpt(tmp)], 2, [])
     yield Case("info-missing", lambda tmp: [BUILD, "info", os.path.join(tmp, "none.safetensors")], 1,
                ["does not exist"])

@@ -97,3 +97,79 @@ def test_checkpoint_records_everything_the_compiler_needs(tiny_ckpt):
 def test_training_learns_the_toy_task(tiny_ckpt):
     meta = json.load(open(tiny_ckpt[:-len(".safetensors")] + ".json"))
     assert meta["levels"][-1]["test_accuracy"] > 0.3  # chance is 0.1
+
+
+def test_per_step_epochs_train_each_step_for_its_own_count(tiny_data, tmp_path):
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, epochs="1,2")
+    meta = json.load(open(str(tmp_path / "out" / "model.json")))
+    assert [(h["step"], h["epoch"]) for h in meta["training"]["history"]] == [(1, 1), (2, 1), (2, 2)]
+    assert meta["training"]["recipe"]["epochs"] == [1, 2]
+
+
+def test_static_baselines_take_the_unequal_widths_and_only_the_asked_levels(tiny_data, tmp_path):
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, scheme="static", epochs="1,1,2",
+               group_widths="1,1.5,2", only="1,3")
+    assert not os.path.exists(str(tmp_path / "out" / "width-2"))
+    w1 = json.load(open(str(tmp_path / "out" / "width-1" / "model.json")))
+    w3 = json.load(open(str(tmp_path / "out" / "width-3" / "model.json")))
+    assert w1["group_widths"] == [1.0] and w3["group_widths"] == [1.0, 1.5, 2.0]
+    assert [h["epoch"] for h in w3["training"]["history"]] == [1, 2]  # width 3 trains for step 3's epochs
+
+
+def test_distillation_adds_a_positive_term_and_keeps_frozen_groups_fixed(tiny_data, tmp_path, monkeypatch):
+    from compile.data import load_dataset
+    data = load_dataset(tiny_data)
+    losses = {}
+    for kd in (0.0, 1.0):
+        cfg = default_config(groups=2, epochs=1, batch_size=32, distill=kd)
+        t = Trainer(cfg, data, str(tmp_path / ("r%g" % kd)), str(tmp_path / ("o%g" % kd)), log=lambda *a: None,
+                    progress=False)
+        model = t._new_model(1)
+        torch.manual_seed(0)
+        x = torch.randn(8, 3, 16, 16)
+        losses[kd] = t._loss(model, x, torch.arange(8) % 3, 2)[0].item()
+    assert losses[1.0] > losses[0.0]  # KL(teacher || group 2) >= 0, and > 0 for two untrained paths
+    snaps = _snapshots(monkeypatch)
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, distill=1.0)
+    final = load_file(str(tmp_path / "out" / "model.safetensors"))
+    for k in [k for k in final if k.startswith("groups.0.")]:
+        assert torch.equal(snaps[1][k], final[k]), k
+
+
+def test_cutout_blanks_one_square_per_image():
+    from compile.train import cutout
+    x = torch.ones(16, 3, 32, 32)
+    out = cutout(x, 8, torch.Generator().manual_seed(0))
+    zeros = (out == 0).all(1)  # all channels of a pixel blanked together
+    per_image = zeros.flatten(1).sum(1)
+    assert bool((per_image > 0).all()) and bool((per_image <= 8 * 8).all())
+    for i in range(16):  # the blanked pixels form one axis-aligned box
+        ys, xs = torch.nonzero(zeros[i], as_tuple=True)
+        assert (ys.max() - ys.min() + 1) * (xs.max() - xs.min() + 1) == per_image[i]
+
+
+def _recipe_cfg(name, scheme="grouped", **flags):
+    from compile.recipes import KEYS, load_recipe, merge
+    given = {k: flags.get(k) for k in KEYS}
+    return default_config(scheme=scheme, **merge(load_recipe(name), given, scheme))
+
+
+@pytest.mark.parametrize("recipe,ckpt", [("default", "default"), ("paper", "paper")])
+def test_each_recipe_reproduces_its_shipped_checkpoints_training_settings(recipe, ckpt):
+    """`python build.py train --data DIR [--recipe paper]` trains what artifacts/ ships, not something near it."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shipped = json.load(open(os.path.join(root, "artifacts", ckpt, "model.json")))["training"]["recipe"]
+    cfg = _recipe_cfg(recipe)
+    assert {k: cfg[k] for k in shipped if k != "arch_spec"} == {k: v for k, v in shipped.items() if k != "arch_spec"}
+
+
+def test_flags_win_over_the_recipe_and_another_group_count_drops_its_per_group_lists():
+    cfg = _recipe_cfg("default", groups=2, arch="alexnet-cifar")
+    assert cfg["groups"] == 2 and cfg["arch"] == "alexnet-cifar" and cfg["group_widths"] == [1.0, 1.0]
+    assert cfg["epochs"] == 10 and cfg["combine"] == "fitted"
+    static = _recipe_cfg("default", scheme="static")
+    assert static["group_widths"] == [1.0, 1.5, 2.0, 3.0] and static["epochs"] == [10, 10, 15, 20]
+    assert static["combine"] == "mean"
+    from compile.errors import UserError
+    with pytest.raises(UserError, match="equal groups only.*--recipe paper"):
+        _recipe_cfg("default", scheme="dense")

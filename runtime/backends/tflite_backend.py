@@ -35,21 +35,44 @@ def interpreter_class():
                            "Python 3.9+) or tflite-runtime (2.7-2.14; the only choice on armv7l boards)")
 
 
+def quantize(x, qparams):
+    """float32 -> int8 on a tensor's grid (scale, zero point): what an int8 signature takes."""
+    scale, zero = qparams
+    return np.clip(np.round(x / np.float32(scale)) + zero, -128, 127).astype(np.int8)
+
+
+def dequantize(q, qparams):
+    scale, zero = qparams
+    return (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
+
+
+def signature_name(group, batch, precision):
+    """compile/emit_tflite.py's names: float signatures keep the old ones, int8 adds a suffix."""
+    return "group%d_b%d" % (group, batch) + ("" if precision == "fp32" else "_" + precision)
+
+
 class _Engine(object):
     """One interpreter and its signature runners; used by one thread only."""
 
     def __init__(self, interp):
         self.interp, self.io, self.runners = interp, interp.get_signature_list(), {}
 
-    def call(self, group, x):
-        key = (group, x.shape[0])
+    def call(self, group, x, precision="fp32"):
+        key = (group, x.shape[0], precision)
         r = self.runners.get(key)
         if r is None:
-            sig = "group%d_b%d" % key
-            r = self.runners[key] = (self.interp.get_signature_runner(sig), self.io[sig]["inputs"][0],
-                                     self.io[sig]["outputs"][0])
-        runner, iname, oname = r
-        return runner(**{iname: x})[oname]
+            sig = signature_name(*key)
+            runner = self.interp.get_signature_runner(sig)
+            iname, oname = self.io[sig]["inputs"][0], self.io[sig]["outputs"][0]
+            qin = qout = None
+            if precision == "int8":  # int8 in and out: the grids are the file's own, read once
+                qin = runner.get_input_details()[iname]["quantization"]
+                qout = runner.get_output_details()[oname]["quantization"]
+            r = self.runners[key] = (runner, iname, oname, qin, qout)
+        runner, iname, oname, qin, qout = r
+        if qin is None:
+            return runner(**{iname: x})[oname]
+        return dequantize(runner(**{iname: quantize(x, qin)})[oname], qout)
 
 
 class _ThreadState(object):
@@ -72,6 +95,8 @@ class TFLiteBackend(Backend):
                                    "TFLite target's bundle" % (bundle_dir, manifest["target"]["name"]))
         self.path = os.path.join(bundle_dir, eng["file"])
         self.batch_sizes = sorted(eng["batch_sizes"])
+        self.precisions = list(eng.get("precisions") or ["fp32"])
+        self.precision = "fp32" if "fp32" in self.precisions else self.precisions[0]
         self.scale = [float(s) for s in manifest["model"]["level_scale"]]
         self.weights = level_weights(manifest)
         self.cls, self.binding = interpreter_class()
@@ -116,6 +141,15 @@ class TFLiteBackend(Backend):
         """The calling thread's interpreter (for tools that time the bare engine)."""
         return self._engine().interp
 
+    def set_precision(self, precision):
+        """Switch the signatures levels run on: the int8 and float32 ones share nothing but the file, so
+        the first switch packs the other precision's weights (prepare() does it ahead)."""
+        if precision not in self.precisions:
+            raise RuntimeUserError("precision %r is not in this bundle's TFLite engine (it carries %s); rebuild "
+                                   "with python build.py --target T --precision both" % (precision,
+                                                                                          ", ".join(self.precisions)))
+        self.precision = precision
+
     def set_threads(self, threads):
         """Threads are fixed per interpreter: the first switch to a thread count opens and warms another
         interpreter in this thread (milliseconds); later switches to it are free. Calls in flight in other
@@ -123,27 +157,29 @@ class TFLiteBackend(Backend):
         if threads != self.threads:
             warm = sorted(self._engine().runners)
             new = self._engine(threads)
-            for g, b in warm:
-                if (g, b) not in new.runners:
-                    self._warm(new, g, b)
+            for g, b, p in warm:
+                if (g, b, p) not in new.runners:
+                    self._warm(new, g, b, p)
             self.threads = threads
 
-    def _warm(self, eng, group, batch):
-        eng.call(group, np.zeros([batch] + list(self.manifest["input"]["shape"][1:]), np.float32))
+    def _warm(self, eng, group, batch, precision):
+        eng.call(group, np.zeros([batch] + list(self.manifest["input"]["shape"][1:]), np.float32), precision)
 
-    def prepare(self, levels, batch_sizes=(1,)):
+    def prepare(self, levels, batch_sizes=(1,), precisions=None):
         """Pack the weights of `levels` in the calling thread's interpreter (XNNPACK packs on a signature's
-        first call): do it now, not at the first switch. Other threads pack theirs on their first call."""
+        first call): do it now, not at the first switch. Other threads pack theirs on their first call.
+        Every precision the file carries by default, so that switching precision is free too."""
         eng = self._engine()
-        for g in range(1, max(levels) + 1):
-            for b in batch_sizes:
-                self._warm(eng, g, b)
+        for p in precisions or self.precisions:
+            for g in range(1, max(levels) + 1):
+                for b in batch_sizes:
+                    self._warm(eng, g, b, p)
 
-    def contributions(self, x, groups, threads=None):
+    def contributions(self, x, groups, threads=None, precision=None):
         """[(group, logits)] of `groups` from the calling thread's interpreter at `threads` engine threads
         (the current count when None): runtime.workers runs a placement's groups through this."""
-        call = self._engine(threads).call
-        return [(g, call(g, x)) for g in groups]
+        call, p = self._engine(threads).call, precision or self.precision
+        return [(g, call(g, x, p)) for g in groups]
 
     def run_level(self, x, level):
         return combine(self.contributions(x, range(1, level + 1)), level, self.weights[level - 1],

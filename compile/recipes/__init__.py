@@ -1,0 +1,43 @@
+"""Named training recipes (`build.py train --recipe NAME|PATH.json`): the flags that reproduce a shipped
+checkpoint, as data. Flags given on the command line win over the recipe's."""
+import os
+
+from compile.errors import UserError
+from runtime.schema import load_json
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+KEYS = ("arch", "groups", "group_widths", "epochs", "own_loss_weight", "combine")
+
+
+def names():
+    return sorted(n[:-5] for n in os.listdir(HERE) if n.endswith(".json"))
+
+
+def load_recipe(name):
+    path = name if name.endswith(".json") else os.path.join(HERE, name + ".json")
+    if not os.path.isfile(path):
+        raise UserError("--recipe %s: no such recipe; use one of %s or a JSON file" % (name, ", ".join(names())))
+    doc = load_json(path, "fix the recipe file", UserError)
+    bad = sorted(set(doc) - set(KEYS) - {"description"}) if isinstance(doc, dict) else ["(not an object)"]
+    if bad:
+        raise UserError("recipe %s: unknown keys %s; a recipe sets %s" % (path, ", ".join(bad), ", ".join(KEYS)))
+    return {k: doc[k] for k in KEYS if k in doc}
+
+
+def merge(recipe, flags, scheme):
+    """The training settings: the recipe's values under the flags given (None = not given). A recipe's
+    per-group lists (widths, epochs) belong to its group count, so another --groups drops them; a static
+    baseline takes the recipe's widths and epochs but has no combination or own loss."""
+    out = {k: v for k, v in recipe.items()}
+    if flags.get("groups") is not None and flags["groups"] != recipe.get("groups"):
+        for k in ("group_widths", "epochs"):
+            if isinstance(out.get(k), str) and "," in out[k]:
+                out.pop(k)
+    if scheme == "static":
+        out.pop("combine", None)
+        out.pop("own_loss_weight", None)
+    if scheme == "dense" and flags.get("group_widths") is None and len(set(str(out.get("group_widths", "1")).split(","))) > 1:
+        raise UserError("the dense baseline has equal groups only, and this recipe's are %s; pass --recipe paper "
+                        "or --group-widths" % out["group_widths"])
+    out.update({k: v for k, v in flags.items() if v is not None})
+    return out
