@@ -9,7 +9,8 @@ also copies them to docs/bench/ (the report the README links to).
 
 Modules, one job each: refs (single-level, dense and static reference files), engines (the callables timed),
 latency (interleaved timing), switching, memory (+ memory_worker, fresh processes), peak (GEMM limit),
-parallel (groups split over CPUs, issue 14), accuracy, manager, stats (pure arithmetic), run (orchestration), report and plots.
+parallel (groups split over CPUs, issue 14), precision (int8 against float32, issue 13), accuracy, manager, stats
+(pure arithmetic), run (orchestration), report and plots.
 """
 import os
 

@@ -38,6 +38,10 @@ def plot_profile(prof, path):
         if split:
             ax.scatter([ps.cost(p, axis) for p in split], [y(p) for p in split], s=40, marker="D", facecolors="none",
                        edgecolors="C1", label="groups split over PEs (%d)" % len(split), zorder=2)
+        q8 = [p for p in have if ps.precision(p) == "int8"]  # issue 13: the int8 signatures
+        if q8:
+            ax.scatter([ps.cost(p, axis) for p in q8], [y(p) for p in q8], s=36, marker="s", facecolors="none",
+                       edgecolors="C2", label="int8 (%d)" % len(q8), zorder=2)
         front = [byid[i] for i in prof["fronts"].get(axis, [])]
         fx, fy = [ps.cost(p, axis) for p in front], [y(p) for p in front]
         ax.step(fx, fy, where="post", color="C0", lw=1.5, zorder=2)

@@ -243,8 +243,9 @@ def render(res):
                                                c["limit"], {True: "ok", False: "**failed**", None: "n/a"}[c["ok"]]))
     lines.append("")
     from bench.parallel import report_section as _parallel_section
+    from bench.precision import report_section as _precision_section
     for section in (_latency_section, _switching_section, _memory_section, _peak_section, _parallel_section,
-                    _accuracy_section, _manager_section, _machine_section):
+                    _precision_section, _accuracy_section, _manager_section, _machine_section):
         lines += section(res)
     return "\n".join(lines).rstrip() + "\n"
 

@@ -265,6 +265,13 @@ def run_bench(args, log=print):
     log("parallel: level %d split over two CPUs vs one core and two threads" % G)
     par = par_mod.measure_parallel(bundle, in_shape, macs[-1], peaks, batches, mode, log, split)
 
+    from bench import precision as prec_mod
+    log("int8: float32 against int8 levels of one file")
+    precision = prec_mod.measure_precision(ckpt_path, meta["tensors"]["sha256"], args.data, target["name"],
+                                           os.path.join(bundle, man["engines"]["tflite"]["file"]), macs, batches,
+                                           mode, work, log)
+    if "skipped" in precision:
+        log("  %s" % precision["skipped"])
     log("accuracy")
     acc = acc_mod.records(ckpt_path, meta, args.dense, args.static_dir, G)
     if args.data:
@@ -288,7 +295,7 @@ def run_bench(args, log=print):
         "levels": [{"level": int(lv["level"]), "macs": int(lv["macs"]), "params": int(lv["params"])}
                    for lv in meta["levels"]],
         "latency": configs, "agreement_max_abs": agreement, "switching": switching, "memory": mem,
-        "peak": peaks, "parallel": par, "accuracy": acc, "manager": mgr, "notes": notes,
+        "peak": peaks, "parallel": par, "precision": precision, "accuracy": acc, "manager": mgr, "notes": notes,
         "references": {"single_level": {str(k): _rel(v) for k, v in single.items()},
                        "dense": _rel(dense_path) if dense else dense_meta},
     }
@@ -318,7 +325,9 @@ def checks(result):
     out.append({"name": "set_level at least 100x cheaper than reloading a model", "value": sw, "limit": 100,
                 "ok": None if sw is None else sw >= 100})
     from bench.parallel import checks as parallel_checks
+    from bench.precision import checks as precision_checks
     out.extend(parallel_checks(result.get("parallel")))
+    out.extend(precision_checks(result.get("precision")))
     return out
 
 

@@ -141,6 +141,39 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
                       % INT8_TOLERANCE_STEPS}
 
 
+def int8_accuracy(path, data_dir, signatures, level_weights, G, norm, log):
+    """Test accuracy of every int8 level through this host's int8 engine, on the whole test split of the
+    data the model was trained on: what the profiler and the manager rank int8 points by."""
+    from ai_edge_litert.interpreter import Interpreter
+    from compile.data import load_dataset
+    from runtime.backends.tflite_backend import dequantize, quantize
+    size, chans = norm["size"], norm["channels"]
+    ds = load_dataset(data_dir, "auto", size, None if chans == 3 else chans)
+    batch = max(i["batch"] for i in signatures.values())
+    it = Interpreter(model_path=path, num_threads=max(1, os.cpu_count() or 1))
+    normalise = Normalizer(norm["mean"], norm["std"])
+    n = len(ds.test_x)
+    contrib = []
+    for g in range(1, G + 1):
+        runner = it.get_signature_runner("group%d_b%d_int8" % (g, batch))
+        (iname, idet), = runner.get_input_details().items()
+        (oname, odet), = runner.get_output_details().items()
+        out = []
+        for i in range(0, n, batch):
+            x = normalise(ds.test_x[i:i + batch]).numpy()
+            rows = len(x)
+            if rows < batch:
+                x = np.concatenate([x, np.zeros((batch - rows,) + x.shape[1:], np.float32)])
+            out.append(dequantize(runner(**{iname: quantize(x, idet["quantization"])})[oname],
+                                  odet["quantization"])[:rows])
+        contrib.append(np.concatenate(out))
+    y = ds.test_y.numpy()
+    accs = [float((combine_levels(contrib, k, level_weights).argmax(1) == y).mean()) for k in range(1, G + 1)]
+    log("  int8      test accuracy through the int8 engine (%d images): %s" % (
+        n, " / ".join("%.2f%%" % (100 * a) for a in accs)))
+    return accs
+
+
 def _agree(what, level, got, want):
     err = float(np.max(np.abs(got - want)))
     if not np.allclose(got, want, atol=ATOL, rtol=ATOL):
@@ -228,7 +261,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             "record": "engine.json", "built_on_device": True,
             "build_command": "python3 -m runtime trt-build BUNDLE_DIR [--mode if|per-group]"}
 
-    golden_int8 = None
+    golden_int8, acc_int8 = None, None
     if target["engine"] == "tflite":
         t = time.time()
         precs = precisions_of(precision)
@@ -246,6 +279,8 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             golden_int8 = int8_golden(os.path.join(tmp, "model.tflite"), golden, G, sigs, weights, log)
             golden.update(golden_int8.pop("arrays"))
             np.savez(os.path.join(tmp, "golden.npz"), **golden)
+            acc_int8 = int8_accuracy(os.path.join(tmp, "model.tflite"), data_dir, sigs, weights, G,
+                                     dict(norm, size=size, channels=chans), log)
         timings["tflite_seconds"] = round(time.time() - t, 2)
         engines["tflite"] = {
             "file": "model.tflite", "form": "signature-per-group", "batch_sizes": batch_sizes,
@@ -274,7 +309,8 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
                   "class_names": meta.get("class_names"), "combine": meta.get("combine", "mean"),
                   "checkpoint": {"file": os.path.basename(ckpt_path), "sha256": meta["tensors"]["sha256"],
                                  "data_fingerprint": meta.get("data", {}).get("fingerprint")}}),
-        "levels": _levels(meta, model, size, chans, C),
+        "levels": [dict(lv, **({"test_accuracy_int8": round(acc_int8[lv["level"] - 1], 6)} if acc_int8 else {}))
+                   for lv in _levels(meta, model, size, chans, C)],
         "input": {"name": "input", "shape": [None, chans, size, size], "dtype": "float32", "layout": "NCHW",
                   "image": {"dtype": "uint8", "layout": "NHWC", "size": size, "color": norm.get("color", "RGB")},
                   "normalisation": {"scale": norm.get("scale", 1 / 255.0), "mean": norm["mean"], "std": norm["std"],

@@ -210,11 +210,12 @@ class Trainer(object):
         ls = self.cfg["label_smoothing"]
         if isinstance(model, GroupedNet):
             with torch.no_grad():
-                frozen = sum(model.groups[g](x) for g in range(stage - 1)) if stage > 1 else 0
+                before = [model.groups[g](x) for g in range(stage - 1)]
             own = model.groups[stage - 1](x)
         else:
             contrib = model.group_contributions(x, stage)
-            frozen, own = sum(c.detach() for c in contrib[:-1]) if stage > 1 else 0, contrib[-1]
+            before, own = [c.detach() for c in contrib[:-1]], contrib[-1]
+        frozen = sum(before) if before else 0
         out = (frozen + own) * model.level_scale(stage)
         lam = self.cfg["own_loss_weight"] if stage > 1 else 0.0
         loss = F.cross_entropy(out, y, label_smoothing=ls)
@@ -222,8 +223,8 @@ class Trainer(object):
             loss = (loss + lam * F.cross_entropy(own, y, label_smoothing=ls)) / (1 + lam)
         kd = self.cfg["distill"] if stage > 1 else 0.0
         if kd:  # group k also learns the soft predictions of the frozen level k-1 (the ensemble so far)
-            with torch.no_grad():
-                teacher = F.softmax(frozen / (stage - 1) / KD_T, 1)
+            with torch.no_grad():  # level k-1 as it ships: its own combination weights
+                teacher = F.softmax(model.combine(before, stage - 1) / KD_T, 1)
             loss = loss + kd * KD_T * KD_T * F.kl_div(F.log_softmax(own / KD_T, 1), teacher, reduction="batchmean")
         return loss, out
 

@@ -256,6 +256,8 @@ def check_profile(doc, where="profile", manifest=None):
             f(p, key, (int, none), pre, check=_positive, expect="a positive integer or null")
         f(p, "accuracy", (float, none), pre, check=lambda v: v is None or 0 <= v <= 1,
           expect="a fraction in 0..1 or null")
+        f(p, "precision", (str, none), pre, default=None, check=lambda v: v is None or v in ps.PRECISIONS,
+          expect="one of %s or null" % ", ".join(ps.PRECISIONS))
         lat = f(p, "latency_ms", dict, pre)
         for key in ("median", "p95"):  # zero would divide by zero in the manager: no call takes no time
             f(lat, key, float, pre + "latency_ms.", check=_positive, expect="a positive number of milliseconds")

@@ -79,8 +79,9 @@ def check_manifest(man, path, bundle_dir):
         c.f(lv, "level", int, p, check=lambda v: v == i + 1, expect="%d (levels are 1, 2, ... in order)" % (i + 1))
         c.f(lv, "params", int, p, check=lambda v: v >= 0, expect="a non-negative integer")
         c.f(lv, "macs", float, p, check=lambda v: _finite(v, 0), expect="a non-negative number")
-        c.f(lv, "test_accuracy", (float, type(None)), p, default=None,
-            check=lambda v: v is None or 0 <= v <= 1, expect="a number in 0..1 or null")
+        for key in ("test_accuracy", "test_accuracy_int8"):
+            c.f(lv, key, (float, type(None)), p, default=None,
+                check=lambda v: v is None or 0 <= v <= 1, expect="a number in 0..1 or null")
     n = len(levels)
     c.f(model, "level_scale", [float], "model.", check=lambda v: len(v) == n and all(_finite(s, 0) for s in v),
         expect="a list of %d finite non-negative numbers (one per level)" % n)

@@ -75,6 +75,8 @@ class Model(object):
         self.bundle_dir, self.manifest, self.backend = bundle_dir, manifest, backend
         self.levels = [lv["level"] for lv in manifest["levels"]]
         self.accuracy = {lv["level"]: lv.get("test_accuracy") for lv in manifest["levels"]}
+        # int8 levels were measured through the int8 engine at build time, where the test set was at hand
+        self.accuracy_int8 = {lv["level"]: lv.get("test_accuracy_int8") for lv in manifest["levels"]}
         self.level = self.levels[-1]
         inp = manifest["input"]
         self.input_shape = tuple(inp["shape"][1:])
@@ -183,6 +185,10 @@ class Model(object):
     @property
     def precision(self):
         return getattr(self.backend, "precision", "fp32")
+
+    def accuracy_of(self, level, precision="fp32"):
+        """The recorded test accuracy of a level at a precision (None where none was measured)."""
+        return (self.accuracy if precision == "fp32" else self.accuracy_int8).get(level)
 
     def _check_precision(self, precision):
         if precision not in self.precisions:

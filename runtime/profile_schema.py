@@ -16,7 +16,8 @@ A placement point (schema version 3, issue 14) runs the level's groups split ove
 names ("a15+a7"), "cluster" and "threads" are null, and it adds
     "placement": {"a15": {"groups": [1, 2], "engine": "tflite", "threads": 4}, "a7": {...}},
     "predicted_ms": .. (what the per-group times predicted), "cpu_freqs_khz": {"a15": .., "a7": ..} | null
-Version 2 profiles (no placements) are still read.
+Version 2 profiles (no placements) are still read. A point may carry "precision": "fp32" | "int8" (issue 13;
+absent means fp32): the signatures it ran, with the accuracy of that precision.
 
 Cost axes: "latency" (latency_ms.median), "latency_p95" (the tail: what a deadline sees), "energy"
 (energy_mj per inference), "power" (power_w).
@@ -31,7 +32,8 @@ PROFILE_FILE = "profile.json"
 SCHEMA = "dynn-profile"
 SCHEMA_VERSION = 3  # 2: the bundle identity ("bundle": target, groups, accuracies, engine sha256) is checked;
 READ_VERSIONS = (2, 3)  # 3: placement points
-MAPPING_FIELDS = ("backend", "pe", "cluster", "threads", "cpu_freq_khz", "gpu_freq_hz", "placement")
+MAPPING_FIELDS = ("backend", "pe", "cluster", "threads", "cpu_freq_khz", "gpu_freq_hz", "placement", "precision")
+PRECISIONS = ("fp32", "int8")
 COSTS = ("latency", "latency_p95", "energy", "power")
 
 # ---- the one p95 -------------------------------------------------------------------------------------
@@ -87,7 +89,13 @@ def quality(point):
 def mapping(point):
     """Everything but the level: the (backend, pe, cluster, threads, cpu freq, gpu freq, placement) tuple;
     the placement as canonical JSON text, so that the tuple compares and hashes."""
-    return tuple(placement_key(point) if k == "placement" else point.get(k) for k in MAPPING_FIELDS)
+    return tuple(placement_key(point) if k == "placement" else precision(point) if k == "precision" else point.get(k)
+                 for k in MAPPING_FIELDS)
+
+
+def precision(point):
+    """A point's precision; profiles from before issue 13 ran float32 only."""
+    return point.get("precision") or "fp32"
 
 
 def placement_key(point):
@@ -107,6 +115,8 @@ def label(point, level=True):
                      else "%dMHz" % round(point["cpu_freq_khz"] / 1e3))
     if point.get("gpu_freq_hz"):
         parts.append("%dMHz" % round(point["gpu_freq_hz"] / 1e6))
+    if precision(point) != "fp32":
+        parts.append(precision(point))
     return " ".join(parts)
 
 

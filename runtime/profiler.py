@@ -1,11 +1,11 @@
 """`python -m runtime profile BUNDLE`: measure a bundle's operating points on this board -> BUNDLE/profile.json.
 
   python -m runtime profile BUNDLE [--quick] [--clusters a15,a7] [--freqs all|N|KHZ,KHZ]
-          [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx]
+          [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx] [--precisions fp32,int8]
           [--runs N] [--rounds R] [--warmup N] [--energy-s S] [--placements N] [--out FILE]
 
 An operating point is (level, processing element: a CPU cluster or the GPU, thread count, CPU frequency,
-GPU frequency). For each one this measures batch-1 latency (median and p95 over --runs timed calls after
+GPU frequency, precision: the float32 or int8 signatures where the engine carries both). For each one this measures batch-1 latency (median and p95 over --runs timed calls after
 --warmup) and, where the board has power sensors, energy per inference: the sensors refresh slowly
 (XU3 INA231 ~0.26 s), so energy is integrated over --energy-s seconds of back-to-back inferences.
 The profile also holds the Pareto fronts (accuracy vs latency, accuracy vs energy), the dynamic range
@@ -125,18 +125,30 @@ def plan_points(models, plat, opts):
                      if dvfs and info.available and info.frequencies_khz else [None])
             for f in sorted(freqs, key=lambda v: -(v or 0)):
                 for t in thr:
-                    for k in levels:
-                        plan.append((m, {"level": k, "backend": m.backend.name, "pe": name,
-                                         "cluster": name if pin else None, "threads": t,
-                                         "cpu_freq_khz": f, "gpu_freq_hz": None}))
+                    for prec in _precisions(m, opts):  # issue 13: int8 and float32 are both measured
+                        for k in levels:
+                            plan.append((m, {"level": k, "backend": m.backend.name, "pe": name,
+                                             "cluster": name if pin else None, "threads": t,
+                                             "cpu_freq_khz": f, "gpu_freq_hz": None, "precision": prec}))
     return plan
+
+
+def _precisions(m, opts):
+    want = [p.strip() for p in opts.precisions.split(",")] if getattr(opts, "precisions", None) else None
+    if want is None:
+        return m.precisions
+    bad = [p for p in want if p not in m.precisions]
+    if bad:
+        raise RuntimeUserError("--precisions %s: this bundle's %s engine carries %s" % (
+            ",".join(bad), m.backend.name, ", ".join(m.precisions)))
+    return want
 
 
 # ---- measuring ---------------------------------------------------------------------------------------
 def _switch_kind(prev, p):
     if prev is None:
         return None
-    for key, kind in (("backend", "engine"), ("placement", "placement"), ("cluster", "cluster"),
+    for key, kind in (("backend", "engine"), ("placement", "placement"), ("precision", "precision"), ("cluster", "cluster"),
                       ("cpu_freq_khz", "cpu_freq"), ("gpu_freq_hz", "gpu_freq"), ("threads", "threads"),
                       ("level", "level")):
         if prev.get(key) != p.get(key):
@@ -214,6 +226,8 @@ def _sweep(bundle, models, plat, opts, log):
         warm = opts.warmup if r == 0 else max(2, opts.warmup // rounds)
         for i, (m, p) in enumerate(plan):
             kw = dict(level=p["level"], placement=p.get("placement"))
+            if p.get("precision"):
+                kw["precision"] = p["precision"]
             if p["cluster"] is not None:
                 kw["cluster"] = p["cluster"]
             for key in ("cpu_freq_khz", "gpu_freq_hz", "threads"):
@@ -254,7 +268,7 @@ def _sweep(bundle, models, plat, opts, log):
     for i, (m, p) in enumerate(plan):
         rec = dict(p)
         rec["id"] = i
-        rec["accuracy"] = m.accuracy.get(p["level"])
+        rec["accuracy"] = m.accuracy_of(p["level"], p.get("precision") or "fp32")
         lat = ps.latency_stats(samples[i])
         lat["p95_all"], lat["p95"], lat["p95_rounds"] = lat["p95"], float(np.median(round_p95[i])), round_p95[i]
         rec["latency_ms"] = lat
@@ -332,6 +346,8 @@ def add_arguments(p):
                                                    "quick: 1 and all)")
     p.add_argument("--levels", default=None, help="levels to profile, e.g. 1,2 (default: all)")
     p.add_argument("--backends", default="auto", help="engine bindings, e.g. tensorrt,onnx (default: the bundle's)")
+    p.add_argument("--precisions", default=None,
+                   help="precisions to sweep, e.g. fp32,int8 (default: every one the engine carries)")
     p.add_argument("--runs", type=int, default=None, help="timed runs per point, all rounds (default 300, quick 90)")
     p.add_argument("--warmup", type=int, default=None, help="untimed runs per point (default 20, quick 5)")
     p.add_argument("--rounds", type=int, default=None,

@@ -93,6 +93,19 @@ def test_quick_mode_measures_every_section(bench_out):
     cost = res["manager"]["decision_cost"]
     assert cost["status"] == "ok" and cost["p50_us"] == 2.5 and "demo" in cost["source"]
     assert {c["name"].split(":")[0] for c in res["checks"]} >= {"memory", "cost of being dynamic"}
+    assert "--data" in res["precision"]["skipped"]  # int8 needs calibration images: no guessing without data
+
+
+def test_int8_checks_hold_the_issue_goals_against_measured_numbers():
+    from bench.precision import checks
+    q = {"accuracy": [{"level": 1, "drop_points": 0.2}, {"level": 2, "drop_points": 1.3}], "file_ratio": 0.28,
+         "batches": {"1": {"int8_range_vs_ideal": 0.95}, "32": {"int8_range_vs_ideal": 0.85}}}
+    got = {c["name"]: c["ok"] for c in checks(q)}
+    assert got == {"int8: every level within 1 point of its float32 accuracy": False,
+                   "int8 file <= 0.30x the float32 file": True,
+                   "int8 latency ladder at batch 1 >= 0.9 of the MAC ratio": True,
+                   "int8 latency ladder at batch 32 >= 0.9 of the MAC ratio": False}
+    assert checks({"skipped": "no data"}) == []
 
 
 def test_quick_mode_writes_the_report_and_plots(bench_out):

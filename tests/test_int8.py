@@ -110,3 +110,36 @@ def test_the_int8_file_loads_on_the_oldest_runtime_the_target_promises(both_bund
     assert res.returncode == 0, res.stderr[-2000:]
     worst = float(res.stdout.strip().splitlines()[-1])
     assert worst <= min(_man(both_bundle)["golden"]["int8"]["atol"])
+
+
+def test_the_profiler_sweeps_precision_and_the_manager_switches_to_int8_where_the_profile_says_it_pays(both_bundle):
+    """Here int8 is slower (AVX2, no VNNI); on a board where the profile shows it faster, the manager takes it."""
+    import runtime
+    from runtime import profile_schema as ps
+    from runtime.manager import Manager
+    from runtime.profiler import measure, options, fill_defaults
+    opts = fill_defaults(options(both_bundle, quick=True, threads="1", levels="1,2", runs=10, warmup=1,
+                                 rounds=1, placements=0))
+    prof = measure(both_bundle, opts, log=lambda *a: None)
+    man = _man(both_bundle)
+    by = {(p["level"], ps.precision(p)): p for p in prof["points"]}
+    assert set(by) == {(1, "fp32"), (2, "fp32"), (1, "int8"), (2, "int8")}
+    for k in (1, 2):
+        assert by[(k, "int8")]["accuracy"] == man["levels"][k - 1]["test_accuracy_int8"]
+        assert by[(k, "fp32")]["accuracy"] == man["levels"][k - 1]["test_accuracy"]
+    assert ps.label(by[(2, "int8")]).endswith("int8")
+    # a board where int8 runs in a third of the time: level 2 int8 meets a budget level 2 float32 misses
+    for p in prof["points"]:
+        if ps.precision(p) == "int8":
+            for key in ("median", "p95"):
+                p["latency_ms"][key] /= 3.0
+    prof.update(ps.summarize(prof["points"]))
+    budget = by[(2, "int8")]["latency_ms"]["p95"] * 1.2
+    assert by[(2, "fp32")]["latency_ms"]["p95"] > budget
+    with runtime.load(both_bundle) as m:
+        mgr = Manager(m, prof, power_reader=None)
+        mgr.set_budget(latency_ms=budget)
+        x = np.load(os.path.join(both_bundle, "golden.npz"))["input"][:1]
+        mgr.infer(x)
+        chosen = mgr.point
+        assert (chosen["level"], ps.precision(chosen)) == (2, "int8") and m.precision == "int8"

@@ -1,0 +1,136 @@
+"""The benchmark's int8 section (issue 13): float32 against int8 levels of one file, timed in one run.
+
+A bundle carrying both precisions and one carrying int8 alone are built from the checkpoint into the work
+folder (cached by the checkpoint's sha256; int8 needs --data for its calibration images). Measured: each
+level's latency at both precisions, interleaved (1 thread, the run's batch sizes), the int8 ladder against
+the MAC ratio, the int8-only file against the float32-only bundle file, and each level's test accuracy at
+both precisions (the bundle's build measured int8 through the int8 engine on the whole test split). This
+host's CPU decides nothing: the boards' profiles say whether int8 is faster there (docs/int8.md).
+"""
+import os
+
+import numpy as np
+
+GOALS = {"accuracy_drop_points": 1.0, "file_ratio": 0.30, "ladder_vs_macs": 0.9}
+
+
+def _built(path, sha):
+    from runtime.bundle import read_manifest
+    try:
+        return read_manifest(path)["model"]["checkpoint"]["sha256"] == sha
+    except Exception:  # noqa: BLE001 - absent or unreadable: build it again
+        return False
+
+
+def _bundles(ckpt_path, sha, data_dir, target, work, log):
+    from compile.bundle import build_bundle
+    out = {}
+    for precision in ("both", "int8"):
+        d = os.path.join(work, "int8-%s-%s" % (precision, sha[:12]))
+        if not _built(d, sha):
+            log("  building a %s bundle into %s (calibration and int8 accuracy on %s)" % (precision, d, data_dir))
+            build_bundle(ckpt_path, target, d, data_dir, log=lambda *a: None, precision=precision)
+        out[precision] = d
+    return out
+
+
+def measure_precision(ckpt_path, sha, data_dir, target, fp32_file, macs, batches, mode, work, log):
+    from bench.latency import ladder_config
+    from bench.stats import paired_ratios, ratio
+    from runtime import load
+    from runtime.backends.base import combine
+    from runtime.bundle import read_manifest
+    if not data_dir:
+        return {"skipped": "int8 levels are calibrated on training images: pass --data"}
+    paths = _bundles(ckpt_path, sha, data_dir, target, work, log)
+    man = read_manifest(paths["both"])
+    q8_file = os.path.join(paths["int8"], read_manifest(paths["int8"])["engines"]["tflite"]["file"])
+    sizes = {"fp32": os.path.getsize(fp32_file), "int8": os.path.getsize(q8_file),
+             "both": os.path.getsize(os.path.join(paths["both"], man["engines"]["tflite"]["file"]))}
+    levels = [lv["level"] for lv in man["levels"]]
+    acc = [{"level": lv["level"], "fp32": lv.get("test_accuracy"), "int8": lv.get("test_accuracy_int8")}
+           for lv in man["levels"]]
+    for a in acc:
+        a["drop_points"] = None if a["int8"] is None else round(100 * (a["fp32"] - a["int8"]), 3)
+    m = load(paths["both"], backend="tflite", threads=1)
+    be = m.backend
+    be.prepare(levels, batches)
+    rows = {}
+    try:
+        for b in batches:
+            x = np.random.default_rng(b).standard_normal((b,) + tuple(m.input_shape)).astype(np.float32)
+
+            def fn(k, p):
+                return lambda x: combine(be.contributions(x, range(1, k + 1), precision=p), k,
+                                         be.weights[k - 1], be.scale[k - 1])
+            runners = {p: {k: fn(k, p) for k in levels} for p in ("fp32", "int8")}
+            cfg = ladder_config(runners, levels, x, mode["rounds"], mode["target_s"], mode["warmup"])
+            per = []
+            for k in levels:
+                r = paired_ratios(cfg["samples"][("int8", k)], cfg["samples"][("fp32", k)])
+                per.append({"level": k, "fp32": cfg["impls"]["fp32"][k], "int8": cfg["impls"]["int8"][k],
+                            "int8_vs_fp32": r})
+            q1, qg = per[0]["int8"]["median"], per[-1]["int8"]["median"]
+            ideal = ratio(macs[-1], macs[0])
+            rows[str(b)] = {"levels": per, "int8_range": ratio(qg, q1), "ideal_range": ideal,
+                            "int8_range_vs_ideal": ratio(ratio(qg, q1), ideal)}
+            log("  int8 batch %-2d: %s ms (fp32 %s); int8/fp32 %s; int8 range %.2fx (MACs %.2fx)" % (
+                b, " / ".join("%.3f" % (r["int8"]["median"] * 1e3) for r in per),
+                " / ".join("%.3f" % (r["fp32"]["median"] * 1e3) for r in per),
+                " ".join("%.2f" % r["int8_vs_fp32"]["median"] for r in per), rows[str(b)]["int8_range"], ideal))
+    finally:
+        m.close()
+    return {"bundles": paths, "file_bytes": sizes, "file_ratio": sizes["int8"] / float(sizes["fp32"]),
+            "accuracy": acc, "batches": rows, "calibration": man["engines"]["tflite"].get("calibration"),
+            "threads": 1, "not_measured": ["RSS of the int8 levels", "an int8 ONNX (QDQ) peer in onnxruntime"]}
+
+
+def checks(q):
+    if not q or "skipped" in q:
+        return []
+    out = []
+    drops = [a["drop_points"] for a in q["accuracy"] if a["drop_points"] is not None]
+    if drops:
+        out.append({"name": "int8: every level within %g point of its float32 accuracy" % GOALS["accuracy_drop_points"],
+                    "value": max(drops), "limit": GOALS["accuracy_drop_points"],
+                    "ok": max(drops) <= GOALS["accuracy_drop_points"]})
+    out.append({"name": "int8 file <= %.2fx the float32 file" % GOALS["file_ratio"], "value": q["file_ratio"],
+                "limit": GOALS["file_ratio"], "ok": q["file_ratio"] <= GOALS["file_ratio"]})
+    for b, r in sorted(q["batches"].items()):
+        v = r["int8_range_vs_ideal"]
+        out.append({"name": "int8 latency ladder at batch %s >= %.1f of the MAC ratio" % (b, GOALS["ladder_vs_macs"]),
+                    "value": v, "limit": GOALS["ladder_vs_macs"], "ok": None if v is None else v >= GOALS["ladder_vs_macs"]})
+    return out
+
+
+def report_section(res):
+    from bench.report import DASH, _pct, _ratio, _spread, _table
+    q = res.get("precision")
+    head = ["## Integer levels (issue 13)", ""]
+    if not q:
+        return []
+    if "skipped" in q:
+        return head + ["Not measured: %s." % q["skipped"], ""]
+    lines = head + [
+        "One file with float32 and int8 signatures (`--precision both`), built from the checkpoint; one thread, "
+        "timed interleaved; ms, median (p10-p90). This CPU has AVX2 but no VNNI: int8 here says nothing about "
+        "ARM boards, whose own profiles decide (`python -m runtime profile`).", ""]
+    rows = []
+    for b, r in sorted(q["batches"].items(), key=lambda kv: int(kv[0])):
+        for lv in r["levels"]:
+            rows.append((b, lv["level"], _spread(lv["fp32"]), _spread(lv["int8"]), _ratio(lv["int8_vs_fp32"])))
+    lines += _table(("batch", "level", "float32", "int8", "int8 / float32"), rows) + [""]
+    lines += ["int8 ladder (L%d / L1) against the MAC ratio: %s." % (
+        len(q["accuracy"]), ", ".join("batch %s %.2fx of %.2fx" % (b, r["int8_range"] or 0, r["ideal_range"] or 0)
+                                      for b, r in sorted(q["batches"].items(), key=lambda kv: int(kv[0])))), ""]
+    lines += ["Files: float32 only %.2f MB, int8 only %.2f MB (%.2fx), both %.2f MB." % (
+        q["file_bytes"]["fp32"] / 1e6, q["file_bytes"]["int8"] / 1e6, q["file_ratio"], q["file_bytes"]["both"] / 1e6),
+        ""]
+    arows = [(a["level"], _pct(a["fp32"]), _pct(a["int8"]), DASH if a["drop_points"] is None else
+              "%.2f" % a["drop_points"]) for a in q["accuracy"]]
+    cal = q.get("calibration") or {}
+    lines += ["CIFAR-10 test accuracy (float32: the checkpoint's; int8: through the int8 engine at build time, "
+              "calibrated on %s %s images, seed %s):" % (cal.get("images"), cal.get("split"), cal.get("seed")), ""]
+    lines += _table(("level", "float32", "int8", "drop (points)"), arows) + [""]
+    lines += ["Not measured yet: %s." % "; ".join(q["not_measured"]), ""]
+    return lines
