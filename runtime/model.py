@@ -184,7 +184,9 @@ class Model(object):
 
     @property
     def precision(self):
-        return getattr(self.backend, "precision", "fp32")
+        """The precision levels run at now. Only an engine that carries several switches it (TFLite); a
+        TensorRT engine's own build precision (fp16) is not an operating-point choice."""
+        return self.backend.precision if hasattr(self.backend, "precisions") else "fp32"
 
     def accuracy_of(self, level, precision="fp32"):
         """The recorded test accuracy of a level at a precision (None where none was measured)."""

@@ -1,12 +1,13 @@
 """`python -m runtime profile BUNDLE`: measure a bundle's operating points on this board -> BUNDLE/profile.json.
 
   python -m runtime profile BUNDLE [--quick] [--clusters a15,a7] [--freqs all|N|KHZ,KHZ]
-          [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx] [--precisions fp32,int8]
+          [--gpu-freqs all|N|HZ,HZ] [--threads 1,2,4] [--levels 1,2,3] [--backends tflite,onnx]
+          [--precisions fp32,int8]
           [--runs N] [--rounds R] [--warmup N] [--energy-s S] [--placements N] [--out FILE]
 
 An operating point is (level, processing element: a CPU cluster or the GPU, thread count, CPU frequency,
-GPU frequency, precision: the float32 or int8 signatures where the engine carries both). For each one this measures batch-1 latency (median and p95 over --runs timed calls after
---warmup) and, where the board has power sensors, energy per inference: the sensors refresh slowly
+GPU frequency, precision: the float32 or int8 signatures where the engine carries both). For each one
+this measures batch-1 latency (median and p95 over --runs timed calls after --warmup) and, where the board has power sensors, energy per inference: the sensors refresh slowly
 (XU3 INA231 ~0.26 s), so energy is integrated over --energy-s seconds of back-to-back inferences.
 The profile also holds the Pareto fronts (accuracy vs latency, accuracy vs energy), the dynamic range
 (max/min latency and energy over all points, over the fronts, over the levels alone), the board's
@@ -197,8 +198,10 @@ def _sweep(bundle, models, plat, opts, log):
     pin = len(plat.clusters) > 1 or plat.dvfs_available
     for m in models:
         levels = [k for k in (_int_list(opts.levels, "--levels") or m.levels) if k in m.levels]
-        plan += [(m, p) for p in placement_points(m, plat, levels, opts.placements, x, max(20, opts.runs // 3),
-                                                  pin, log)]
+        split = placement_points(m, plat, levels, opts.placements, x, max(20, opts.runs // 3), pin, log)
+        for p in split:  # measured at the engine's default precision, which the sweep sets back before each
+            p.setdefault("precision", m.precision)
+        plan += [(m, p) for p in split]
     # the caps that held during the sweep (nvpmodel on a Jetson), where the platform layer reports them
     power_mode = plat.power_mode() if hasattr(plat, "power_mode") else None
     per_point_s = (opts.warmup + opts.runs) * 0.005 + (energy_s or 0)
