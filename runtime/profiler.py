@@ -8,7 +8,8 @@
 An operating point is (level, processing element: a CPU cluster or the GPU, thread count, CPU frequency,
 GPU frequency, precision: the float32 or int8 signatures where the engine carries both). For each one
 this measures batch-1 latency (median and p95 over --runs timed calls after --warmup) and, where the
-board has power sensors, energy per inference: the sensors refresh slowly (XU3 INA231 ~0.26 s), so energy is integrated over --energy-s seconds of back-to-back inferences.
+board has power sensors, energy per inference: the sensors refresh slowly (XU3 INA231 ~0.26 s), so energy
+is integrated over --energy-s seconds of back-to-back inferences.
 The profile also holds the Pareto fronts (accuracy vs latency, accuracy vs energy), the dynamic range
 (max/min latency and energy over all points, over the fronts, over the levels alone), the board's
 power mode and clock caps where the platform reports them, and the identity of the bundle it was
