@@ -150,7 +150,8 @@ def _precisions(m, opts):
 def _switch_kind(prev, p):
     if prev is None:
         return None
-    for key, kind in (("backend", "engine"), ("placement", "placement"), ("precision", "precision"), ("cluster", "cluster"),
+    for key, kind in (("backend", "engine"), ("placement", "placement"), ("precision", "precision"),
+                      ("cluster", "cluster"),
                       ("cpu_freq_khz", "cpu_freq"), ("gpu_freq_hz", "gpu_freq"), ("threads", "threads"),
                       ("level", "level")):
         if prev.get(key) != p.get(key):
