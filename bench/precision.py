@@ -99,7 +99,8 @@ def checks(q):
     for b, r in sorted(q["batches"].items()):
         v = r["int8_range_vs_ideal"]
         out.append({"name": "int8 latency ladder at batch %s >= %.1f of the MAC ratio" % (b, GOALS["ladder_vs_macs"]),
-                    "value": v, "limit": GOALS["ladder_vs_macs"], "ok": None if v is None else v >= GOALS["ladder_vs_macs"]})
+                    "value": v, "limit": GOALS["ladder_vs_macs"],
+                    "ok": None if v is None else v >= GOALS["ladder_vs_macs"]})
     return out
 
 

@@ -111,7 +111,8 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
     it = Interpreter(model_path=path, num_threads=1)
     x, contrib, steps = golden["input"], [], []
     for g in range(1, G + 1):
-        sig = [s for s, i in signatures.items() if i["group"] == g and i["batch"] == 1 and i.get("precision") == "int8"][0]
+        sig = [s for s, i in signatures.items()
+               if i["group"] == g and i["batch"] == 1 and i.get("precision") == "int8"][0]
         runner = it.get_signature_runner(sig)
         (iname, idet), = runner.get_input_details().items()
         (oname, odet), = runner.get_output_details().items()

@@ -77,7 +77,8 @@ def _device(name):
     if dev is None or dev.type not in ("cpu", "cuda"):
         raise UserError("--device must be cpu or cuda (cuda:N), got %r" % (name,))
     if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device %s: this torch (%s) sees no CUDA GPU; train with --device cpu" % (name, torch.__version__))
+        raise UserError("--device %s: this torch (%s) sees no CUDA GPU; train with --device cpu"
+                        % (name, torch.__version__))
     return str(dev)
 
 

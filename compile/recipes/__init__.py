@@ -36,7 +36,8 @@ def merge(recipe, flags, scheme):
     if scheme == "static":
         out.pop("combine", None)
         out.pop("own_loss_weight", None)
-    if scheme == "dense" and flags.get("group_widths") is None and len(set(str(out.get("group_widths", "1")).split(","))) > 1:
+    widths = set(str(out.get("group_widths", "1")).split(","))
+    if scheme == "dense" and flags.get("group_widths") is None and len(widths) > 1:
         raise UserError("the dense baseline has equal groups only, and this recipe's are %s; pass --recipe paper "
                         "or --group-widths" % out["group_widths"])
     out.update({k: v for k, v in flags.items() if v is not None})
