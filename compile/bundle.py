@@ -102,24 +102,35 @@ def _check_tflite(path, golden, levels, signatures, level_weights):
         _agree("TFLite (LiteRT)", k, combine_levels(contrib, k, level_weights), golden["level%d" % k])
 
 
+def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
+    """Dequantized logits of every group's int8 signature at `batch` for float inputs x [n, C, H, W], on the
+    grids the manifest records (what the runtime uses), the last chunk padded with zeros."""
+    from ai_edge_litert.interpreter import Interpreter
+    from runtime.backends.tflite_backend import dequantize, quantize
+    it = Interpreter(model_path=path, num_threads=threads)
+    io, out = it.get_signature_list(), []
+    for g in range(1, G + 1):
+        name = "group%d_b%d_int8" % (g, batch)
+        rec, runner = signatures[name], it.get_signature_runner(name)
+        iname, oname = io[name]["inputs"][0], io[name]["outputs"][0]
+        parts = []
+        for i in range(0, len(x), batch):
+            part = x[i:i + batch]
+            rows = len(part)
+            if rows < batch:
+                part = np.concatenate([part, np.zeros((batch - rows,) + part.shape[1:], np.float32)])
+            q = runner(**{iname: quantize(part, rec["input_quantization"])})[oname]
+            parts.append(dequantize(q, rec["output_quantization"])[:rows])
+        out.append(np.concatenate(parts))
+    return out
+
+
 def int8_golden(path, golden, G, signatures, level_weights, log):
     """The int8 signatures' own logits on the golden inputs (what a board must reproduce), each level's
     tolerance from its groups' output grids, and how far they are from float32 (a gross error is refused:
     broken quantization, not rounding)."""
-    from ai_edge_litert.interpreter import Interpreter
-    from runtime.backends.tflite_backend import dequantize, quantize
-    it = Interpreter(model_path=path, num_threads=1)
-    x, contrib, steps = golden["input"], [], []
-    for g in range(1, G + 1):
-        sig = [s for s, i in signatures.items()
-               if i["group"] == g and i["batch"] == 1 and i.get("precision") == "int8"][0]
-        runner = it.get_signature_runner(sig)
-        (iname, idet), = runner.get_input_details().items()
-        (oname, odet), = runner.get_output_details().items()
-        rows = [dequantize(runner(**{iname: quantize(x[i:i + 1], idet["quantization"])})[oname], odet["quantization"])
-                for i in range(len(x))]
-        contrib.append(np.concatenate(rows))
-        steps.append(float(odet["quantization"][0]))
+    contrib = _int8_group_outputs(path, signatures, G, 1, golden["input"])
+    steps = [float(signatures["group%d_b1_int8" % g]["output_quantization"][0]) for g in range(1, G + 1)]
     arrays, atol, report = {}, [], []
     for k in range(1, G + 1):
         out = combine_levels(contrib, k, level_weights)
@@ -145,33 +156,15 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
 def int8_accuracy(path, data_dir, signatures, level_weights, G, norm, log):
     """Test accuracy of every int8 level through this host's int8 engine, on the whole test split of the
     data the model was trained on: what the profiler and the manager rank int8 points by."""
-    from ai_edge_litert.interpreter import Interpreter
     from compile.data import load_dataset
-    from runtime.backends.tflite_backend import dequantize, quantize
-    size, chans = norm["size"], norm["channels"]
-    ds = load_dataset(data_dir, "auto", size, None if chans == 3 else chans)
+    ds = load_dataset(data_dir, "auto", norm["size"], None if norm["channels"] == 3 else norm["channels"])
+    x = Normalizer(norm["mean"], norm["std"])(ds.test_x).numpy()
     batch = max(i["batch"] for i in signatures.values())
-    it = Interpreter(model_path=path, num_threads=max(1, os.cpu_count() or 1))
-    normalise = Normalizer(norm["mean"], norm["std"])
-    n = len(ds.test_x)
-    contrib = []
-    for g in range(1, G + 1):
-        runner = it.get_signature_runner("group%d_b%d_int8" % (g, batch))
-        (iname, idet), = runner.get_input_details().items()
-        (oname, odet), = runner.get_output_details().items()
-        out = []
-        for i in range(0, n, batch):
-            x = normalise(ds.test_x[i:i + batch]).numpy()
-            rows = len(x)
-            if rows < batch:
-                x = np.concatenate([x, np.zeros((batch - rows,) + x.shape[1:], np.float32)])
-            out.append(dequantize(runner(**{iname: quantize(x, idet["quantization"])})[oname],
-                                  odet["quantization"])[:rows])
-        contrib.append(np.concatenate(out))
+    contrib = _int8_group_outputs(path, signatures, G, batch, x, threads=max(1, os.cpu_count() or 1))
     y = ds.test_y.numpy()
     accs = [float((combine_levels(contrib, k, level_weights).argmax(1) == y).mean()) for k in range(1, G + 1)]
     log("  int8      test accuracy through the int8 engine (%d images): %s" % (
-        n, " / ".join("%.2f%%" % (100 * a) for a in accs)))
+        len(y), " / ".join("%.2f%%" % (100 * a) for a in accs)))
     return accs
 
 

@@ -74,7 +74,23 @@ def emit_grouped(paths, input_shape, batch_sizes, path, precisions=("fp32",), ca
         sigs[sig] = {"group": int(sig[5:].split("_")[0]), "batch": b}
         if prec != "fp32":
             sigs[sig]["precision"] = prec  # float signatures keep the old record, which old runtimes read
+    if qz is not None:
+        _record_grids(path, sigs)
     return sigs, seconds
+
+
+def _record_grids(path, sigs):
+    """Each int8 signature's input and output grid [scale, zero point], read back from the file: the
+    runtime takes them from the manifest, since SignatureRunner.get_input_details is missing from some of
+    the old tflite-runtime releases the ARM targets promise to load on."""
+    from ai_edge_litert.interpreter import Interpreter
+    it = Interpreter(model_path=path)
+    for name, rec in sigs.items():
+        if rec.get("precision") == "int8":
+            runner = it.get_signature_runner(name)
+            (idet,), (odet,) = runner.get_input_details().values(), runner.get_output_details().values()
+            rec["input_quantization"] = [float(idet["quantization"][0]), int(idet["quantization"][1])]
+            rec["output_quantization"] = [float(odet["quantization"][0]), int(odet["quantization"][1])]
 
 
 def read_operators(path):

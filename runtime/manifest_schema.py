@@ -193,14 +193,24 @@ def _check_signatures(c, eng, p, groups):
             for b in sizes:
                 want["group%d_b%d" % (g, b) + ("" if prec == "fp32" else "_" + prec)] = dict(
                     {"group": g, "batch": b}, **({} if prec == "fp32" else {"precision": prec}))
+    grids = ("input_quantization", "output_quantization")
     for name in sorted(set(want) | set(sigs)):
         got = sigs.get(name)
         if want.get(name) is None or not isinstance(got, dict) or \
-                dict((k, got.get(k)) for k in want[name]) != want[name] or set(got) - set(want[name]):
+                dict((k, got.get(k)) for k in want[name]) != want[name] or \
+                set(got) - set(want[name]) - (set(grids) if "precision" in want[name] else set()):
             fail(c.where, p + "signatures." + name, "{group: G, batch: B[, precision: P]} for every group 1..%d, "
                  "batch size %s and precision %s (and no other signature)" % (groups, sizes, precs),
                  got if name in sigs else _MISSING, FIX)
+        if "precision" in want[name]:
+            for key in grids:  # what the runtime quantizes the input and dequantizes the output with
+                c.f(got, key, list, p + "signatures.%s." % name, check=_grid, expect="[scale > 0, zero point -128..127]")
     return precs
+
+
+def _grid(v):
+    return (len(v) == 2 and isinstance(v[0], float) and _finite(v[0], 0) and v[0] > 0
+            and isinstance(v[1], int) and not isinstance(v[1], bool) and -128 <= v[1] <= 127)
 
 
 def _check_int8_golden(c, golden, n):

@@ -54,8 +54,8 @@ def signature_name(group, batch, precision):
 class _Engine(object):
     """One interpreter and its signature runners; used by one thread only."""
 
-    def __init__(self, interp):
-        self.interp, self.io, self.runners = interp, interp.get_signature_list(), {}
+    def __init__(self, interp, records):
+        self.interp, self.io, self.runners, self.records = interp, interp.get_signature_list(), {}, records
 
     def call(self, group, x, precision="fp32"):
         key = (group, x.shape[0], precision)
@@ -65,9 +65,8 @@ class _Engine(object):
             runner = self.interp.get_signature_runner(sig)
             iname, oname = self.io[sig]["inputs"][0], self.io[sig]["outputs"][0]
             qin = qout = None
-            if precision == "int8":  # int8 in and out: the grids are the file's own, read once
-                qin = runner.get_input_details()[iname]["quantization"]
-                qout = runner.get_output_details()[oname]["quantization"]
+            if precision == "int8":  # int8 in and out, on the grids the compiler read from the file
+                qin, qout = self.records[sig]["input_quantization"], self.records[sig]["output_quantization"]
             r = self.runners[key] = (runner, iname, oname, qin, qout)
         runner, iname, oname, qin, qout = r
         if qin is None:
@@ -115,7 +114,7 @@ class TFLiteBackend(Backend):
         if not hasattr(interp, "get_signature_runner"):
             raise RuntimeUserError("%s is too old: it has no signature runners (needs tflite-runtime 2.7 or "
                                    "later, boards.md 3.3); install a newer one" % self.binding)
-        return _Engine(interp)
+        return _Engine(interp, self.manifest["engines"]["tflite"]["signatures"])
 
     def _state(self):
         st = getattr(self._local, "state", None)
