@@ -80,9 +80,19 @@ def measure_precision(ckpt_path, sha, data_dir, target, fp32_file, macs, batches
                 " ".join("%.2f" % r["int8_vs_fp32"]["median"] for r in per), rows[str(b)]["int8_range"], ideal))
     finally:
         m.close()
-    return {"bundles": paths, "file_bytes": sizes, "file_ratio": sizes["int8"] / float(sizes["fp32"]),
+    return {"bundles": paths, "file_bytes": sizes, "cpu_int8_flags": _int8_flags(), "file_ratio": sizes["int8"] / float(sizes["fp32"]),
             "accuracy": acc, "batches": rows, "calibration": man["engines"]["tflite"].get("calibration"),
             "threads": 1, "not_measured": ["RSS of the int8 levels", "an int8 ONNX (QDQ) peer in onnxruntime"]}
+
+
+def _int8_flags():
+    """The CPU's integer dot-product extensions (x86 VNNI, ARM dotprod), from /proc/cpuinfo where it exists."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            words = set(f.read().split())
+    except OSError:
+        return []
+    return sorted(words & {"avx512_vnni", "avx_vnni", "asimddp"})
 
 
 def checks(q):
@@ -114,8 +124,10 @@ def report_section(res):
         return head + ["Not measured: %s." % q["skipped"], ""]
     lines = head + [
         "One file with float32 and int8 signatures (`--precision both`), built from the checkpoint; one thread, "
-        "timed interleaved; ms, median (p10-p90). This CPU has AVX2 but no VNNI: int8 here says nothing about "
-        "ARM boards, whose own profiles decide (`python -m runtime profile`).", ""]
+        "timed interleaved; ms, median (p10-p90). int8 speed depends on the CPU's integer dot-product "
+        "instructions (this one: %s); it says nothing about ARM boards, whose own profiles decide "
+        "(`python -m runtime profile`)." % (", ".join(q.get("cpu_int8_flags") or []) or "none of avx512_vnni, "
+                                            "avx_vnni, asimddp"), ""]
     rows = []
     for b, r in sorted(q["batches"].items(), key=lambda kv: int(kv[0])):
         for lv in r["levels"]:

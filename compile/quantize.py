@@ -60,18 +60,22 @@ def quantizer():
                                                                               is_dynamic=False))
 
 
-def quantize_path(path, batch, calib, qz, chunk=32):
-    """The int8 GraphModule of one group path at one batch size. calib: normalised float [n, C, H, W];
-    the observers see every calibration image, in the same order for every batch size, so the signatures
-    of one group at different batch sizes carry the same scales."""
+def quantize_path(path, batch, calib, qz):
+    """The int8 GraphModule of one group path at one batch size, calibrated on every calibration image in
+    chunks of `batch`. Each batch size's graph is prepared afresh from the same float path: their int8
+    weights come out byte-identical, so the converter stores them once (measured: sharing one batch's
+    observer state instead stored them again, 3.09 vs 1.91 MB for the widest group at batches 1 and 32).
+    The activation histograms see the images in other chunks, so a group's scales differ slightly by batch
+    size: int8 test accuracy at batch 8 and 32 differed by at most 0.11 points, within the golden tolerance."""
     from torchao.quantization.pt2e import move_exported_model_to_eval, quantize_pt2e
     shape = (batch,) + tuple(calib.shape[1:])
-    gm = torch.export.export(path.eval(), (torch.zeros(shape),)).module()
-    prepared = quantize_pt2e.prepare_pt2e(gm, qz)
+    gm = quantize_pt2e.prepare_pt2e(torch.export.export(path.eval(), (torch.zeros(shape),)).module(), qz)
     with torch.no_grad():
         for i in range(0, len(calib), batch):
             part = calib[i:i + batch]
             if len(part) < batch:  # the exported graph has a fixed batch: pad the last chunk with repeats
                 part = torch.cat([part, calib[:batch - len(part)]])
-            prepared(part)
-    return move_exported_model_to_eval(quantize_pt2e.convert_pt2e(prepared, fold_quantize=False))
+            gm(part)
+    gm = move_exported_model_to_eval(quantize_pt2e.convert_pt2e(gm, fold_quantize=False))
+    gm.training = False  # what litert-torch checks (it warns of "training mode" otherwise)
+    return gm
