@@ -241,7 +241,8 @@ SIDECAR_VALUES = [  # in range for the JSON type, out of range for a model
 
 
 def _header_mismatch(meta):  # a self-consistent sidecar for another model than the tensors hold
-    meta.update(groups=8, level_scale=[1.0 / k for k in range(1, 9)])
+    meta.update(groups=8, level_scale=[1.0 / k for k in range(1, 9)], group_widths=[1.0] * 8,
+                level_weights=[[1.0 / k] * k for k in range(1, 9)])
 
 
 def sidecar_cases():
@@ -292,9 +293,10 @@ def _bomb_set(tmp):
 def _run_dir(tmp, state=None, tensors=b"not a safetensors file"):
     """The tiny CIFAR-like set and a run directory whose state matches the CLI defaults on it."""
     from compile.data import load_dataset
+    from compile.recipes import load_recipe, merge
     from compile.train import RECIPE_KEYS, default_config
     data = make_cifar_like(os.path.join(tmp, "data"), n_train=64, n_test=32)
-    cfg = default_config()
+    cfg = default_config(**merge(load_recipe("default"), {}, "grouped"))  # what `train` runs without flags
     run = os.path.join(tmp, "run")
     os.makedirs(run)
     doc = {"recipe": {k: cfg[k] for k in RECIPE_KEYS}, "data": load_dataset(data).fingerprint, "stage": 1,

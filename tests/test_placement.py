@@ -16,6 +16,9 @@ from runtime.errors import RuntimeUserError  # noqa: E402
 from runtime.placement import BoardView, parse  # noqa: E402
 
 BUNDLE = os.path.join(REPO, "artifacts", "host-cpu")
+# An ONNX PE computes a level as one graph, which stands for groups 1..j only where the level weights are
+# the plain mean: the paper's bundle has them, the default's are fitted per level.
+PAPER_BUNDLE = os.path.join(REPO, "artifacts", "paper", "host-cpu")
 TWO_CPUS = len(os.sched_getaffinity(0)) >= 2
 needs_two = pytest.mark.skipif(not TWO_CPUS, reason="placements over cpu:0 and cpu:1 need two usable CPUs")
 
@@ -56,7 +59,9 @@ def test_every_two_pe_split_is_bit_identical_to_the_sequential_run(model, inputs
 
 
 @needs_two
-def test_onnx_on_one_cpu_and_tflite_on_the_other_match_within_1e5(model, inputs, sequential):
+def test_onnx_on_one_cpu_and_tflite_on_the_other_match_within_1e5(inputs, tmp_path):
+    model = runtime.load(PAPER_BUNDLE, threads=1)
+    sequential = {(k, b): model.infer(x, k) for k in model.levels for b, x in inputs.items()}
     for level, j in ((2, 1), (3, 1), (4, 2), (4, 3)):
         placement = {"cpu:0/onnx": list(range(1, j + 1)),
                      "cpu:1": {"groups": list(range(j + 1, level + 1)), "engine": "tflite", "threads": 1}}
@@ -64,7 +69,13 @@ def test_onnx_on_one_cpu_and_tflite_on_the_other_match_within_1e5(model, inputs,
         assert model.placement["cpu:0"]["engine"] == "onnx"
         for b, x in inputs.items():
             np.testing.assert_allclose(model.infer(x), sequential[(level, b)], rtol=1e-5, atol=1e-5)
-    model.set_operating_point(placement=None)
+    model.close()
+
+
+def test_an_onnx_pe_is_refused_where_fitted_weights_differ_by_level(model):
+    with pytest.raises(RuntimeUserError, match="weighs groups 1..2 differently at level 4 than at level 2"):
+        model.set_operating_point(level=4, placement={"cpu:0/onnx": [1, 2], "cpu:1": [3, 4]})
+    assert model.placement is None
 
 
 def test_one_pe_holding_every_group_matches_the_default_path(model, inputs, sequential):
@@ -106,7 +117,7 @@ def test_workers_take_their_cpus_back_after_a_cluster_pin_moved_every_thread(tmp
     if not hasattr(threading.Thread, "native_id"):
         pytest.skip("Thread.native_id needs Python 3.8")
     split = {"cpu:0": {"groups": [1, 2], "engine": "onnx"}, "cpu:1": [3, 4]}
-    with runtime.load(BUNDLE, threads=1, state_dir=str(tmp_path), dvfs=False) as m:
+    with runtime.load(PAPER_BUNDLE, threads=1, state_dir=str(tmp_path), dvfs=False) as m:
         m.set_operating_point(level=4, placement=split)
         m.set_operating_point(cluster="all")  # the generic board's one cluster: every CPU, every thread
         assert m.placement is None

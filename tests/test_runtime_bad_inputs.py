@@ -30,7 +30,7 @@ READ = ("schema", "schema_version", "target.name", "target.engine", "model.group
         "golden.count", "golden.atol", "golden.rtol", "files.*")
 # Read when present: deleting loads (a default applies), a wrong type is refused.
 OPTIONAL = ("target.board", "target.description", "model.class_names", "model.level_weights", "input.name",
-            "output.name", "golden.atol_fp16", "levels.#.test_accuracy",
+            "output.name", "golden.atol_fp16", "levels.#.test_accuracy", "engines.tflite.precisions",
             "golden", "engines.onnx", "engines.tflite")  # no golden vectors; either engine of a two-engine bundle
 
 

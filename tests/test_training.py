@@ -126,7 +126,7 @@ def test_distillation_adds_a_positive_term_and_keeps_frozen_groups_fixed(tiny_da
                     progress=False)
         model = t._new_model(1)
         torch.manual_seed(0)
-        x = torch.randn(8, 3, 16, 16)
+        x = torch.randn(8, 3, 32, 32)
         losses[kd] = t._loss(model, x, torch.arange(8) % 3, 2)[0].item()
     assert losses[1.0] > losses[0.0]  # KL(teacher || group 2) >= 0, and > 0 for two untrained paths
     snaps = _snapshots(monkeypatch)

@@ -252,9 +252,9 @@ class Manager(object):
                 kw["cpu_freq_khz"] = p["cpu_freq_khz"]
             if "threads" not in kw and p.get("threads") is not None:
                 kw["threads"] = p["threads"]  # else Model would use every core of the cluster
-        if new_model or ps.precision(p) != ps.precision(prev):
-            if ps.precision(p) in model.precisions:  # a float-only engine of a multi-engine profile stays float
-                kw["precision"] = ps.precision(p)
+        precs = getattr(model, "precisions", None) or ["fp32"]  # issue 13; engines without a choice have one
+        if len(precs) > 1 and (new_model or ps.precision(p) != ps.precision(prev)) and ps.precision(p) in precs:
+            kw["precision"] = ps.precision(p)
         if p.get("gpu_freq_hz") is not None and (prev is None or p.get("gpu_freq_hz") != prev.get("gpu_freq_hz")):
             kw["gpu_freq_hz"] = p["gpu_freq_hz"]
         if p.get("placement") if new_model else ps.placement_key(p) != ps.placement_key(prev):
