@@ -57,7 +57,8 @@ def _accuracy(logits, y):
 
 def remeasure(acc, data_dir, engine_model, dense, batch, n, work, log=print):
     """Replace the recorded accuracies with ones measured through TFLite on the first n test images."""
-    from bench.engines import Signature, open_interpreter, run_batched
+    from bench.engines import Signature, open_interpreter
+    from runtime.backends.base import run_batched
     from bench.refs import static_file
     from compile.data import Normalizer, load_dataset
     from compile.checkpoint import read_meta

@@ -69,15 +69,3 @@ def torch_levels(paths, combiners, threads):
                 return mod(torch.from_numpy(x)).numpy()
         return run
     return {k: make(m) for k, m in mods.items()}
-
-
-def run_batched(fn, x, batch):
-    """Run fn (which takes exactly `batch` rows) over all of x, zero-padding the tail."""
-    out = []
-    for i in range(0, len(x), batch):
-        part = x[i:i + batch]
-        n = len(part)
-        if n < batch:
-            part = np.concatenate([part, np.zeros((batch - n,) + part.shape[1:], part.dtype)])
-        out.append(fn(np.ascontiguousarray(part))[:n])
-    return np.concatenate(out)

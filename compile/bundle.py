@@ -106,6 +106,7 @@ def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
     """Dequantized logits of every group's int8 signature at `batch` for float inputs x [n, C, H, W], on the
     grids the manifest records (what the runtime uses), the last chunk padded with zeros."""
     from ai_edge_litert.interpreter import Interpreter
+    from runtime.backends.base import run_batched
     from runtime.backends.tflite_backend import dequantize, quantize
     it = Interpreter(model_path=path, num_threads=threads)
     io, out = it.get_signature_list(), []
@@ -113,15 +114,11 @@ def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
         name = "group%d_b%d_int8" % (g, batch)
         rec, runner = signatures[name], it.get_signature_runner(name)
         iname, oname = io[name]["inputs"][0], io[name]["outputs"][0]
-        parts = []
-        for i in range(0, len(x), batch):
-            part = x[i:i + batch]
-            rows = len(part)
-            if rows < batch:
-                part = np.concatenate([part, np.zeros((batch - rows,) + part.shape[1:], np.float32)])
+
+        def run(part, runner=runner, iname=iname, oname=oname, rec=rec):
             q = runner(**{iname: quantize(part, rec["input_quantization"])})[oname]
-            parts.append(dequantize(q, rec["output_quantization"])[:rows])
-        out.append(np.concatenate(parts))
+            return dequantize(q, rec["output_quantization"])
+        out.append(run_batched(run, x, batch))
     return out
 
 

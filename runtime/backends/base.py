@@ -47,3 +47,17 @@ def combine(parts, level, weights, scale):
     for g, p in parts[1:]:
         out += p * weights[g - 1]
     return out
+
+
+def run_batched(fn, x, batch):
+    """Run fn (which takes exactly `batch` rows) over all of x, zero-padding the tail (engines with a fixed
+    batch: the benchmark's references, the compiler's int8 accuracy)."""
+    import numpy as np
+    out = []
+    for i in range(0, len(x), batch):
+        part = x[i:i + batch]
+        n = len(part)
+        if n < batch:
+            part = np.concatenate([part, np.zeros((batch - n,) + part.shape[1:], part.dtype)])
+        out.append(fn(np.ascontiguousarray(part))[:n])
+    return np.concatenate(out)
