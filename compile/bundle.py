@@ -20,6 +20,7 @@ from compile.fold_bn import deploy_paths
 from compile.errors import UserError
 from compile.golden import golden_images, make_golden
 from compile.quantize import INT8_TOLERANCE_STEPS, calibration_images, precisions_of
+from runtime.backends.tflite_backend import signature_name
 from compile.targets import get_target
 from runtime.cli import module_versions, utc_now
 
@@ -111,7 +112,7 @@ def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
     it = Interpreter(model_path=path, num_threads=threads)
     io, out = it.get_signature_list(), []
     for g in range(1, G + 1):
-        name = "group%d_b%d_int8" % (g, batch)
+        name = signature_name(g, batch, "int8")
         rec, runner = signatures[name], it.get_signature_runner(name)
         iname, oname = io[name]["inputs"][0], io[name]["outputs"][0]
 
@@ -127,7 +128,7 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
     tolerance from its groups' output grids, and how far they are from float32 (a gross error is refused:
     broken quantization, not rounding)."""
     contrib = _int8_group_outputs(path, signatures, G, 1, golden["input"])
-    steps = [float(signatures["group%d_b1_int8" % g]["output_quantization"][0]) for g in range(1, G + 1)]
+    steps = [float(signatures[signature_name(g, 1, "int8")]["output_quantization"][0]) for g in range(1, G + 1)]
     arrays, atol, report = {}, [], []
     for k in range(1, G + 1):
         out = combine_levels(contrib, k, level_weights)

@@ -14,13 +14,8 @@ import torch
 
 from compile.errors import UserError
 from compile.targets import op_version_table
+from runtime.backends.tflite_backend import signature_name  # noqa: F401 - the runtime's naming rule, one copy
 from runtime.cli import quiet_fds
-
-
-def signature_name(group, batch, precision="fp32"):
-    """fp32 keeps the old names, so float files and old runtimes are unchanged; int8 adds a suffix."""
-    return "group%d_b%d" % (group, batch) + ("" if precision == "fp32" else "_" + precision)
-
 
 def _quiet():
     for name in ("absl", "litert_torch", "torch._dynamo", "torch.export"):

@@ -46,7 +46,7 @@ def dequantize(q, qparams):
     return (q.astype(np.float32) - np.float32(zero)) * np.float32(scale)
 
 
-def signature_name(group, batch, precision):
+def signature_name(group, batch, precision="fp32"):
     """compile/emit_tflite.py's names: float signatures keep the old ones, int8 adds a suffix."""
     return "group%d_b%d" % (group, batch) + ("" if precision == "fp32" else "_" + precision)
 
