@@ -17,6 +17,7 @@ from compile.targets import op_version_table
 from runtime.backends.tflite_backend import signature_name  # noqa: F401 - the runtime's naming rule, one copy
 from runtime.cli import quiet_fds
 
+
 def _quiet():
     for name in ("absl", "litert_torch", "torch._dynamo", "torch.export"):
         logging.getLogger(name).setLevel(logging.ERROR)
