@@ -46,6 +46,16 @@ def cmd_train(args):
     return 0
 
 
+def cmd_heads(args):
+    from compile.validate import check_checkpoint_out
+    from compile.checkpoint import resolve
+    out = args.out or os.path.dirname(os.path.abspath(resolve(args.checkpoint)))
+    check_checkpoint_out(out, "grouped", None)
+    from compile.level_heads import add_heads
+    print("wrote %s" % add_heads(args.checkpoint, args.data, out))
+    return 0
+
+
 def _print_layers(spec, size, chans, classes, widths):
     from compile.arch import layer_table
     for w in sorted(set(widths)):
@@ -193,9 +203,10 @@ def build_parser(argv=()):
                         "default: the recipe's")
     t.add_argument("--group-widths", default=None, metavar="W,W,..",
                    help="channel multiplier of each group's path, e.g. 1,1,1.5,2 (default: the recipe's)")
-    t.add_argument("--combine", choices=("mean", "fitted"), default=None,
-                   help="level k's weights over groups 1..k: mean (1/k) or fitted after step k on a held-out 10%% "
-                        "of the training set (default: the recipe's)")
+    t.add_argument("--combine", choices=("mean", "fitted", "heads"), default=None,
+                   help="how level k adds up groups 1..k: mean (1/k), fitted weights (after step k, on a held-out "
+                        "10%% of the training set), or heads: fitted weights, then a linear head over the "
+                        "features of groups 1..k (compile/level_heads.py; default: the recipe's)")
     t.add_argument("--channels", type=int, choices=(1, 3), default=None,
                    help="image channels of an image-folder set (default: 1 if its first image is grey, else 3)")
     t.add_argument("--cache-dir", default=os.path.join("runs", "data-cache"), metavar="DIR",
@@ -242,6 +253,15 @@ def build_parser(argv=()):
         sp.set_defaults(func=_lazy(module), module=module)
         if name in argv:  # import a tool's module only when it is asked for: --help stays fast
             __import__(module, fromlist=["add_arguments"]).add_arguments(sp)
+
+    h = sub.add_parser("heads", help="fit per-level heads on a checkpoint trained with --combine fitted",
+                       description="Fit level k's linear head over the features of groups 1..k for every level "
+                                   "(what --combine heads does after each step) and write the checkpoint again, "
+                                   "its levels re-measured on the test split.")
+    h.add_argument("checkpoint", help="a grouped checkpoint trained with --combine fitted (.safetensors or its directory)")
+    h.add_argument("--data", required=True, metavar="DIR", help="the data set it was trained on")
+    h.add_argument("--out", default=None, metavar="DIR", help="output directory (default: the checkpoint's own)")
+    h.set_defaults(func=cmd_heads)
 
     i = sub.add_parser("info", help="print a checkpoint's levels: parameters, MACs and accuracy")
     i.add_argument("checkpoint", nargs="?", default=DEFAULT_CKPT, help="default " + DEFAULT_CKPT)

@@ -31,23 +31,24 @@ class Signature(object):
 
 
 def combiners(manifest):
-    """Per level, what DeployLevel and bare_level combine groups with: 1/k (uniform mean) or the level's
-    weights (runtime.bundle.level_weights, the runtime's own reading of the manifest)."""
-    from runtime.bundle import level_weights
+    """Per level, what DeployLevel combines groups with: 1/k (uniform mean), the level's weights
+    (runtime.bundle.level_weights, the runtime's own reading of the manifest) or {"classes": C} (level heads)."""
+    from runtime.bundle import level_heads, level_weights
+    if level_heads(manifest):
+        return [{"classes": int(manifest["model"]["num_classes"])}] * int(manifest["model"]["groups"])
     return [1.0 / k if w is None else [float(v) for v in w] for k, w in enumerate(level_weights(manifest), 1)]
 
 
-def bare_level(interp, level, batch, combiners):
+def bare_level(interp, level, batch, manifest):
     """The engine's own interpreter driven by hand: group runners 1..level combined as the runtime does
-    (runtime.backends.base.combine), no runtime around them. Model.infer's time over this is the runtime's
+    (runtime.backends.base.Combiner), no runtime around them. Model.infer's time over this is the runtime's
     overhead (validation, batching, dispatch)."""
-    from runtime.backends.base import combine
+    from runtime.backends.base import Combiner
     sigs = [Signature(interp, "group%d_b%d" % (g, batch)) for g in range(1, level + 1)]
-    c = combiners[level - 1]
-    weights, scale = (c, None) if isinstance(c, list) else (None, np.float32(c))
+    combiner = Combiner.from_manifest(manifest)
 
     def run(x):
-        return combine([(g, s(x)) for g, s in enumerate(sigs, 1)], level, weights, scale)
+        return combiner([(g, s(x)) for g, s in enumerate(sigs, 1)], level)
     return run
 
 

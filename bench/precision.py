@@ -38,7 +38,6 @@ def measure_precision(ckpt_path, sha, data_dir, target, fp32_file, macs, batches
     from bench.latency import ladder_config
     from bench.stats import paired_ratios, ratio
     from runtime import load
-    from runtime.backends.base import combine
     from runtime.bundle import read_manifest
     if not data_dir:
         return {"skipped": "int8 levels are calibrated on training images: pass --data"}
@@ -61,8 +60,7 @@ def measure_precision(ckpt_path, sha, data_dir, target, fp32_file, macs, batches
             x = np.random.default_rng(b).standard_normal((b,) + tuple(m.input_shape)).astype(np.float32)
 
             def fn(k, p):
-                return lambda x: combine(be.contributions(x, range(1, k + 1), precision=p), k,
-                                         be.weights[k - 1], be.scale[k - 1])
+                return lambda x: be.combiner(be.contributions(x, range(1, k + 1), precision=p), k)
             runners = {p: {k: fn(k, p) for k in levels} for p in ("fp32", "int8")}
             cfg = ladder_config(runners, levels, x, mode["rounds"], mode["target_s"], mode["warmup"])
             per = []

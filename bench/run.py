@@ -137,7 +137,7 @@ def measure_latency(bundle, paths, combiners, single, dense, levels, macs, in_sh
             x = np.random.default_rng(b).standard_normal((b,) + tuple(in_shape)).astype(np.float32)
             runners = {
                 "engine": {k: engines.engine_level(eng, k) for k in levels},
-                "bare": {k: engines.bare_level(eng.backend.interp, k, b, combiners) for k in levels},
+                "bare": {k: engines.bare_level(eng.backend.interp, k, b, eng.manifest) for k in levels},
                 "single": {k: engines.Signature(single_it[k], "level%d_b%d" % (k, b)) for k in levels},
                 "onnxruntime": {k: engines.engine_level(ort, k) for k in levels},
                 "pytorch": torch_fns,

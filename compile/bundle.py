@@ -27,7 +27,10 @@ from runtime.cli import module_versions, utc_now
 SCHEMA = "dynn-bundle"
 # 2: level_weights, group widths, MAC ratios and per-target ONNX opsets. A version-1 runtime would apply
 # 1/k to a bundle with fitted weights and compute wrong logits, so it must refuse these bundles.
+# 3: model.level_heads (group g outputs its contributions to levels g..G); written only by models with
+# level heads, so a version-2 runtime still reads every other bundle and refuses these.
 SCHEMA_VERSION = 2
+SCHEMA_VERSION_HEADS = 3
 GOLDEN_N = 8
 ATOL = 1e-4
 
@@ -78,15 +81,22 @@ def _check_onnx(path, golden, levels):
         _agree("ONNX (onnxruntime)", k, got, golden["level%d" % k])
 
 
-def combine_levels(contrib, k, level_weights):
-    """Level k from group contributions as the runtime combines them: the uniform mean as sum times 1/k
-    (the shipped engines' arithmetic), otherwise the level's weights (manifest model.level_weights)."""
-    from runtime.backends.base import combine
-    w = None if level_weights is None else [np.float32(x) for x in level_weights[k - 1]]
-    return combine(list(enumerate(contrib[:k], 1)), k, w, np.float32(1.0 / k))
+def combiner_of(model):
+    """The runtime's Combiner for this model, as a bundle's manifest will describe it: the uniform mean as sum
+    times 1/k (the shipped engines' arithmetic), the level's weights (model.level_weights), or level heads."""
+    from runtime.backends.base import Combiner
+    G, uniform = model.num_groups, model.is_uniform()
+    weights = [None if uniform else np.asarray(model.level_weights[k], np.float32) for k in range(G)]
+    return Combiner(weights, [1.0 / k for k in range(1, G + 1)], model.has_heads(),
+                    model.groups[0].head.out_features)
 
 
-def _check_tflite(path, golden, levels, signatures, level_weights):
+def combine_levels(contrib, k, combiner):
+    """Level k from the groups' outputs [group 1, group 2, ...] as the runtime combines them."""
+    return combiner(list(enumerate(contrib[:k], 1)), k)
+
+
+def _check_tflite(path, golden, levels, signatures, combiner):
     from ai_edge_litert.interpreter import Interpreter
     it = Interpreter(model_path=path, num_threads=1)
     x = golden["input"]
@@ -100,7 +110,7 @@ def _check_tflite(path, golden, levels, signatures, level_weights):
         name = list(runner.get_input_details())[0]
         contrib.append(np.concatenate([list(runner(**{name: x[i:i + 1]}).values())[0] for i in range(len(x))]))
     for k in levels:
-        _agree("TFLite (LiteRT)", k, combine_levels(contrib, k, level_weights), golden["level%d" % k])
+        _agree("TFLite (LiteRT)", k, combine_levels(contrib, k, combiner), golden["level%d" % k])
 
 
 def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
@@ -123,7 +133,7 @@ def _int8_group_outputs(path, signatures, G, batch, x, threads=1):
     return out
 
 
-def int8_golden(path, golden, G, signatures, level_weights, log):
+def int8_golden(path, golden, G, signatures, combiner, log):
     """The int8 signatures' own logits on the golden inputs (what a board must reproduce), each level's
     tolerance from its groups' output grids, and how far they are from float32 (a gross error is refused:
     broken quantization, not rounding)."""
@@ -131,8 +141,9 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
     steps = [float(signatures[signature_name(g, 1, "int8")]["output_quantization"][0]) for g in range(1, G + 1)]
     arrays, atol, report = {}, [], []
     for k in range(1, G + 1):
-        out = combine_levels(contrib, k, level_weights)
-        w = [1.0 / k] * k if level_weights is None else level_weights[k - 1]
+        out = combine_levels(contrib, k, combiner)
+        w = [1.0] * k if combiner.heads else combiner.weights[k - 1]
+        w = [combiner.scale[k - 1]] * k if w is None else w
         atol.append(float(INT8_TOLERANCE_STEPS * sum(abs(w[g]) * steps[g] for g in range(k))))
         ref = golden["level%d" % k]
         err = float(np.max(np.abs(out - ref)))
@@ -151,7 +162,7 @@ def int8_golden(path, golden, G, signatures, level_weights, log):
                       % INT8_TOLERANCE_STEPS}
 
 
-def int8_accuracy(path, data_dir, signatures, level_weights, G, norm, log):
+def int8_accuracy(path, data_dir, signatures, combiner, G, norm, log):
     """Test accuracy of every int8 level through this host's int8 engine, on the whole test split of the
     data the model was trained on: what the profiler and the manager rank int8 points by."""
     from compile.data import load_dataset
@@ -160,7 +171,7 @@ def int8_accuracy(path, data_dir, signatures, level_weights, G, norm, log):
     batch = max(i["batch"] for i in signatures.values())
     contrib = _int8_group_outputs(path, signatures, G, batch, x, threads=max(1, os.cpu_count() or 1))
     y = ds.test_y.numpy()
-    accs = [float((combine_levels(contrib, k, level_weights).argmax(1) == y).mean()) for k in range(1, G + 1)]
+    accs = [float((combine_levels(contrib, k, combiner).argmax(1) == y).mean()) for k in range(1, G + 1)]
     log("  int8      test accuracy through the int8 engine (%d images): %s" % (
         len(y), " / ".join("%.2f%%" % (100 * a) for a in accs)))
     return accs
@@ -177,8 +188,16 @@ def _model_costs(model, meta, weights):
     """The manifest's combination fields: level_weights (G lists, list k-1 = level k's k weights) is what
     a reader applies; level_scale (1/k) stays for readers of uniform bundles (runtime/bundle.level_weights
     checks both); `uniform` says whether they agree."""
-    return {"level_weights": model.level_weights, "level_scale": [1.0 / k for k in range(1, model.num_groups + 1)],
-            "uniform_weights": weights is None, "group_widths": model.widths}
+    out = {"level_weights": model.level_weights, "level_scale": [1.0 / k for k in range(1, model.num_groups + 1)],
+           "uniform_weights": weights is None, "group_widths": model.widths}
+    if model.has_heads():
+        G, C = model.num_groups, int(meta["num_classes"])
+        out["level_heads"] = {
+            "classes": C, "group_outputs": [(G - g) * C for g in range(G)],
+            "layout": "group g outputs its contributions to levels g..G side by side; level k = the sum over "
+                      "g <= k of columns (k-g)*classes..(k-g+1)*classes-1 of group g (level_weights unused)",
+            "fits": meta["level_heads"]["fits"]}
+    return out
 
 
 def _levels(meta, model, size, chans, classes):
@@ -221,6 +240,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
     in_shape = (chans, size, size)
     level_scale = [1.0 / k for k in range(1, G + 1)]
     weights = None if model.is_uniform() else model.level_weights  # None: the uniform graph of old bundles
+    combiner, heads = combiner_of(model), model.has_heads()
     opset, ir_version = emit_onnx.target_opset(target)
     norm = meta["input"]
     engines, timings = {}, {}
@@ -231,7 +251,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
 
     t = time.time()
     group_models = [emit_onnx.export_path(p, in_shape, opset, ir_version) for p in paths]
-    all_levels = emit_onnx.compose_levels(group_models, level_scale, C, in_shape, weights)
+    all_levels = emit_onnx.compose_levels(group_models, level_scale, C, in_shape, weights, heads)
     if target["engine"] == "tensorrt":  # refuse here what the board's ONNX parser would refuse
         from compile.trt_onnx_check import check_models
         check_models([("model.onnx", all_levels)] + [("groups/group%d.onnx" % g, gm)
@@ -266,12 +286,12 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
         ops = emit_tflite.read_operators(os.path.join(tmp, "model.tflite"))
         need = emit_tflite.check_runtime(ops, target)
         if "fp32" in precs:
-            _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, weights)
+            _check_tflite(os.path.join(tmp, "model.tflite"), golden, range(1, G + 1), sigs, combiner)
         if "int8" in precs:
-            golden_int8 = int8_golden(os.path.join(tmp, "model.tflite"), golden, G, sigs, weights, log)
+            golden_int8 = int8_golden(os.path.join(tmp, "model.tflite"), golden, G, sigs, combiner, log)
             golden.update(golden_int8.pop("arrays"))
             np.savez(os.path.join(tmp, "golden.npz"), **golden)
-            acc_int8 = int8_accuracy(os.path.join(tmp, "model.tflite"), data_dir, sigs, weights, G,
+            acc_int8 = int8_accuracy(os.path.join(tmp, "model.tflite"), data_dir, sigs, combiner, G,
                                      dict(norm, size=size, channels=chans), log)
         timings["tflite_seconds"] = round(time.time() - t, 2)
         engines["tflite"] = {
@@ -294,7 +314,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             rel = os.path.relpath(p, tmp).replace(os.sep, "/")
             files[rel] = {"size": os.path.getsize(p), "sha256": sha256_file(p)}
     return {
-        "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+        "schema": SCHEMA, "schema_version": SCHEMA_VERSION_HEADS if heads else SCHEMA_VERSION,
         "target": target,
         "model": dict(_model_costs(model, meta, weights), **{
                   "arch": meta["arch"], "scheme": meta["scheme"], "groups": G, "num_classes": C,

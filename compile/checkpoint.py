@@ -87,9 +87,12 @@ def load_checkpoint(path, verify=True):
             raise UserError("%s does not match its sidecar %s (sha256 differs): the file is corrupt, "
                             "truncated or from another checkpoint" % (path, os.path.basename(sidecar_path(path))))
     def make():  # the spec, widths and level weights the sidecar records (compile/arch, docs/architectures.md)
-        return build_model(meta["scheme"], spec_of(meta), int(meta["groups"]), int(meta["num_classes"]),
-                           int(meta["input"]["size"]), int(meta["input"]["channels"]), widths_of(meta),
-                           meta.get("level_weights"))
+        model = build_model(meta["scheme"], spec_of(meta), int(meta["groups"]), int(meta["num_classes"]),
+                            int(meta["input"]["size"]), int(meta["input"]["channels"]), widths_of(meta),
+                            meta.get("level_weights"), bool(meta.get("level_heads")))
+        if meta.get("level_heads"):
+            model.heads_ready = [True] * model.num_groups  # a checkpoint carries heads for every level or none
+        return model
     check_tensor_header(path, meta, make)  # names and shapes before any tensor is read or model built
     try:
         tensors = load_file(path)

@@ -1,6 +1,6 @@
 """Per-level combination weights: level k = sum_{g<=k} w[k-1][g-1] * contribution_g.
 
---combine mean keeps w[k-1] = 1/k (the shipped models). --combine fitted chooses level k's k weights
+--combine mean keeps w[k-1] = 1/k (the paper model). --combine heads fits the weights, then level k's head. --combine fitted chooses level k's k weights
 right after step k is trained, by minimising the cross-entropy of the combined logits on a fixed
 held-out slice of the training set (never the test set); the weights of lower levels are never
 touched again, so level k-1 stays what it was when step k starts.
@@ -10,7 +10,7 @@ import math
 import torch
 import torch.nn.functional as F
 
-COMBINES = ("mean", "fitted")
+COMBINES = ("mean", "fitted", "heads")  # heads: fitted weights, then a level head (compile/level_heads.py)
 HOLDOUT_FRACTION = 0.1
 HOLDOUT_MAX = 5000  # plenty to fit k <= 8 numbers
 PULL = 0.05  # weight of the penalty on log(w) - log(1/k)
@@ -18,7 +18,7 @@ PULL = 0.05  # weight of the penalty on log(w) - log(1/k)
 
 def holdout_split(data, combine, seed):
     """(train indices or None for all, held-out indices): a seeded, class-blind slice for fitting weights."""
-    if combine != "fitted":
+    if combine == "mean":
         return None, torch.zeros(0, dtype=torch.long)
     n = len(data.train_x)
     n_hold = max(1, min(HOLDOUT_MAX, int(n * HOLDOUT_FRACTION)))

@@ -89,12 +89,68 @@ def _weights_nodes(level_scale, level_weights, G):
     return inits, nodes
 
 
-def compose_levels(group_models, level_scale, num_classes, input_shape, level_weights=None):
+def _level_slice(out, g, C, G):
+    """Nodes and initializers that take level `level`'s slice of group g's level-head outputs [N, (G-g+1)*C]
+    (compile/level_heads.deploy_heads): Reshape [N, G-g+1, C], Gather index level-g on axis 1, Reshape [N, C]."""
+    from onnx import helper, numpy_helper
+    p = "g%d/level_slice/" % g
+    inits = [numpy_helper.from_array(np.array([0, G - g + 1, C], np.int64), p + "shape3"),
+             numpy_helper.from_array(np.array([0, C], np.int64), p + "shape2"),
+             numpy_helper.from_array(np.array([g], np.int32), p + "g")]  # int32: TensorRT 8.2 has no int64 inputs
+    nodes = [helper.make_node("Reshape", [out, p + "shape3"], [p + "by_level"], name=p + "by_level"),
+             helper.make_node("Sub", ["level", p + "g"], [p + "index"], name=p + "index"),
+             helper.make_node("Gather", [p + "by_level", p + "index"], [p + "taken"], axis=1, name=p + "take"),
+             helper.make_node("Reshape", [p + "taken", p + "shape2"], [p + "out"], name=p + "out")]
+    return inits, nodes, p + "out"
+
+
+def _compose_heads(group_models, num_classes, input_shape):
+    """The all-levels graph of a bundle with level heads: group 1 in the main graph, group g > 1 inside
+    If(level >= g), each adding its slice for the requested level."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    G, C = len(group_models), num_classes
+    opset = group_models[0].opset_import[0].version
+    out_t = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", C])  # noqa: E731
+    g1 = _prefixed(group_models[0], "g1/")
+    s_inits, s_nodes, acc = _level_slice(g1.output[0].name, 1, C, G)
+    nodes, inits = list(g1.node) + s_nodes, list(g1.initializer) + s_inits
+    for g in range(2, G + 1):
+        gg = _prefixed(group_models[g - 1], "g%d/" % g)
+        s_inits, s_nodes, part = _level_slice(gg.output[0].name, g, C, G)
+        then_out, else_out = "acc%d_then" % g, "acc%d_else" % g
+        then_g = helper.make_graph(list(gg.node) + s_nodes + [helper.make_node("Add", [acc, part], [then_out],
+                                                                               name="g%d/sum" % g)],
+                                   "group%d" % g, [], [out_t(then_out)], initializer=list(gg.initializer) + s_inits)
+        else_g = helper.make_graph([helper.make_node("Identity", [acc], [else_out], name="g%d/skip" % g)],
+                                   "skip%d" % g, [], [out_t(else_out)])
+        inits.append(numpy_helper.from_array(np.array([g], np.int32), "const/level%d" % g))
+        nodes.append(helper.make_node("GreaterOrEqual", ["level", "const/level%d" % g], ["run%d" % g],
+                                      name="level>=%d" % g))
+        nodes.append(helper.make_node("If", ["run%d" % g], ["acc%d" % g], name="if_group%d" % g,
+                                      then_branch=then_g, else_branch=else_g))
+        acc = "acc%d" % g
+    nodes.append(helper.make_node("Identity", [acc], ["logits"], name="logits"))
+    graph = helper.make_graph(
+        nodes, "dynn_all_levels",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N"] + list(input_shape)),
+         helper.make_tensor_value_info("level", TensorProto.INT32, [1])],
+        [out_t("logits")], initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="dynn")
+    model.ir_version = group_models[0].ir_version
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def compose_levels(group_models, level_scale, num_classes, input_shape, level_weights=None, heads=False):
     """The all-levels graph described in docs/bundle.md. level_weights None: the uniform mean graph
-    (sum, then times level_scale[k-1], as the shipped bundles); else level k = sum_g w[k-1][g-1] * c_g."""
+    (sum, then times level_scale[k-1], as the shipped bundles); else level k = sum_g w[k-1][g-1] * c_g;
+    heads: each group outputs its contributions to levels g..G and level k sums their slices k-g."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
     G = len(group_models)
+    if heads:
+        return _compose_heads(group_models, num_classes, input_shape)
     opset = group_models[0].opset_import[0].version
     out_t = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", num_classes])  # noqa: E731
     w_inits, w_nodes = _weights_nodes(level_scale, level_weights, G)

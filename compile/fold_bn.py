@@ -32,13 +32,14 @@ def _fold(mod):
 
 
 class DeployPath(nn.Module):
-    """One group path with BN folded: input -> unscaled logit contribution."""
+    """One group path with BN folded: input -> unscaled logit contribution (with level heads: its
+    contributions to levels g..G side by side, compile/level_heads.deploy_heads)."""
 
-    def __init__(self, path):
+    def __init__(self, path, head=None):
         super().__init__()
         self.features = _fold(path.features)
         self.classifier = path.classifier
-        self.head = path.head
+        self.head = path.head if head is None else head
 
     def forward(self, input):  # noqa: A002 - the name becomes the engine's input name
         return self.head(self.classifier(self.features(input)))
@@ -52,13 +53,17 @@ DeployPath.__module__ = "compile.deploy"
 class DeployLevel(nn.Module):
     """Level k of a grouped model as one network (for single-level reference files).
 
-    scale: the uniform level's 1/k (a number), or the level's k combination weights (a list)."""
+    scale: the uniform level's 1/k (a number), the level's k combination weights (a list), or {"classes": C}
+    for level heads (each path's output holds its contributions to levels g..G: this level's slice is taken)."""
 
     def __init__(self, paths, scale):
         super().__init__()
         self.paths, self.scale = nn.ModuleList(paths), scale
 
     def forward(self, input):  # noqa: A002
+        if isinstance(self.scale, dict):
+            k, c = len(self.paths), self.scale["classes"]
+            return sum(p(input)[:, (k - g) * c:(k - g + 1) * c] for g, p in enumerate(self.paths, 1))
         if isinstance(self.scale, (list, tuple)):
             return sum(p(input) * w for p, w in zip(self.paths, self.scale))
         out = self.paths[0](input)
@@ -72,5 +77,9 @@ def deploy_paths(model):
         raise UserError("only grouped models compile to per-group engines; this checkpoint's scheme is not "
                         "'grouped' (train one with: python build.py train --scheme grouped)")
     model = copy.deepcopy(model).eval()
+    heads = [None] * model.num_groups
+    if model.has_heads():
+        from compile.level_heads import deploy_heads
+        heads = deploy_heads(model)
     with torch.no_grad():
-        return [DeployPath(p).eval() for p in model.groups]
+        return [DeployPath(p, h).eval() for p, h in zip(model.groups, heads)]

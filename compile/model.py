@@ -87,8 +87,12 @@ class GroupPath(nn.Module):
         self.classifier = nn.Sequential(nn.Flatten(), *fcs)
         self.head = nn.Linear(c, num_classes)
 
+    def embed(self, x):
+        """The features the group's head reads (what a level head reads, concatenated over groups 1..k)."""
+        return self.classifier(self.features(x))
+
     def forward(self, x):
-        return self.head(self.classifier(self.features(x)))
+        return self.head(self.embed(x))
 
 
 def mean_weights(groups):
@@ -124,30 +128,45 @@ class _Levels(object):
 
 
 class GroupedNet(_Levels, nn.Module):
-    """G group paths; forward(x, level) combines paths 1..level with level_weights."""
+    """G group paths; forward(x, level) combines paths 1..level with level_weights, or, for a level whose
+    head is fitted (level_heads, compile/level_heads.py), with that level's linear head over the
+    concatenated features of groups 1..level."""
 
     def __init__(self, arch="alexnet-cifar", groups=4, in_channels=3, num_classes=10, input_size=32,
-                 widths=None, level_weights=None):
+                 widths=None, level_weights=None, level_heads=False):
         super().__init__()
         spec = _as_spec(arch)
         self.arch, self.spec, self.num_groups = spec["name"], spec, groups
         self.widths = [float(w) for w in (widths or [1.0] * groups)]
         self.level_weights = check_level_weights(level_weights or mean_weights(groups), groups)
         self.groups = nn.ModuleList(GroupPath(spec, in_channels, num_classes, input_size, w) for w in self.widths)
+        self.level_heads = None
+        self.heads_ready = [False] * groups  # level k uses its head once step k has fitted it
+        if level_heads:
+            dims = [p.head.in_features for p in self.groups]
+            self.level_heads = nn.ModuleList(nn.Linear(sum(dims[:k]), num_classes) for k in range(1, groups + 1))
+
+    def has_heads(self):
+        return self.level_heads is not None and all(self.heads_ready)
 
     def group_logits(self, x, g):
         """Contribution of group g (1-based), before the level's weights."""
         return self.groups[g - 1](x)
 
+    def _level(self, feats, k):
+        if self.level_heads is not None and self.heads_ready[k - 1]:
+            return self.level_heads[k - 1](torch.cat(feats[:k], 1))
+        return self.combine([p.head(f) for p, f in zip(self.groups, feats[:k])], k)
+
     def forward(self, x, level=None):
         level = self.num_groups if level is None else level
-        return self.combine([self.groups[g](x) for g in range(level)], level)
+        return self._level([self.groups[g].embed(x) for g in range(level)], level)
 
     def all_levels(self, x, upto=None):
         """Logits of levels 1..upto from one pass: each group runs once."""
         upto = self.num_groups if upto is None else upto
-        contribs = [self.groups[g](x) for g in range(upto)]
-        return [self.combine(contribs, k) for k in range(1, upto + 1)]
+        feats = [self.groups[g].embed(x) for g in range(upto)]
+        return [self._level(feats, k) for k in range(1, upto + 1)]
 
     def group_parameters(self, g):
         return self.groups[g - 1].parameters()
@@ -254,9 +273,12 @@ class DenseIncrementalNet(_Levels, nn.Module):
 
 
 def build_model(scheme, arch, groups, num_classes=10, input_size=32, in_channels=3, widths=None,
-                level_weights=None):
-    cls = DenseIncrementalNet if scheme == "dense" else GroupedNet
-    return cls(arch, groups, in_channels, num_classes, input_size, widths, level_weights)
+                level_weights=None, level_heads=False):
+    if level_heads and scheme != "grouped":
+        raise UserError("--level-heads needs --scheme grouped (the heads read each group path's features)")
+    if scheme == "dense":
+        return DenseIncrementalNet(arch, groups, in_channels, num_classes, input_size, widths, level_weights)
+    return GroupedNet(arch, groups, in_channels, num_classes, input_size, widths, level_weights, level_heads)
 
 
 def _group_module_list(model, g):

@@ -27,6 +27,7 @@ from compile.checkpoint import atomic_save_tensors, atomic_write_bytes, save_che
 from compile.data import Normalizer, augment, channel_stats
 from compile.errors import UserError
 from compile.combine import COMBINES, fit_level_weights, holdout_split
+from compile.level_heads import fit_level_head, head_record
 from compile.model import GroupedNet, build_model, count_macs, count_params
 from compile.validate import (check_loss, check_recipe, parse_epochs, read_run_state, read_run_tensors,
                               restore_run_weights)
@@ -65,7 +66,10 @@ def default_config(**over):
     if cfg["combine"] not in COMBINES:
         raise UserError("--combine must be one of %s, got %r" % (", ".join(COMBINES), cfg["combine"]))
     if cfg["combine"] != "mean" and cfg["scheme"] == "static":
-        raise UserError("--combine fitted needs incremental groups (--scheme grouped or dense)")
+        raise UserError("--combine %s needs incremental groups (--scheme grouped or dense)" % cfg["combine"])
+    if cfg["combine"] == "heads" and cfg["scheme"] != "grouped":
+        raise UserError("--combine heads needs --scheme grouped (a level head reads each group path's features); "
+                        "use --combine fitted")
     return check_recipe(cfg)
 
 
@@ -128,6 +132,20 @@ def _code_version():
     return {"package": compile.__version__, "git": rev or None}
 
 
+@torch.no_grad()
+def evaluate_levels(model, norm, test_x, test_y, upto, device="cpu"):
+    """Accuracy (fractions) of levels 1..upto on a labelled set, in chunks (the set may be a disk cache)."""
+    model.eval()
+    correct = torch.zeros(upto)
+    for i in range(0, len(test_x), 500):
+        x = norm(test_x[i:i + 500]).to(device).contiguous(memory_format=torch.channels_last)
+        outs = model.all_levels(x, upto)
+        y = test_y[i:i + 500].to(device)
+        for k, o in enumerate(outs):
+            correct[k] += (o.argmax(1) == y).sum().item()
+    return (correct / len(test_x)).tolist()
+
+
 class Trainer(object):
     def __init__(self, cfg, data, run_dir, out_dir, log=print, progress=True):
         self.cfg, self.data, self.run_dir, self.out_dir = cfg, data, run_dir, out_dir
@@ -187,7 +205,7 @@ class Trainer(object):
         groups = stage if static else self.G
         widths = self.cfg["group_widths"][:groups]
         model = build_model(self.cfg["scheme"], self.cfg["arch_spec"], groups, self.num_classes, self.cfg["input_size"],
-                            self.channels, widths)
+                            self.channels, widths, level_heads=self.cfg["combine"] == "heads")
         return model.to(self.device, memory_format=torch.channels_last)
 
     def _trainable(self, model, stage):
@@ -229,18 +247,9 @@ class Trainer(object):
             loss = loss + kd * KD_T * KD_T * F.kl_div(F.log_softmax(own / KD_T, 1), teacher, reduction="batchmean")
         return loss, out
 
-    @torch.no_grad()
     def evaluate(self, model, upto):
         """Test accuracy of levels 1..upto (fractions)."""
-        model.eval()
-        correct = torch.zeros(upto)
-        for i in range(0, len(self.data.test_x), 500):  # normalised per chunk: the set may be a disk cache
-            x = self.norm(self.data.test_x[i:i + 500]).to(self.device).contiguous(memory_format=torch.channels_last)
-            outs = model.all_levels(x, upto)
-            y = self.data.test_y[i:i + 500].to(self.device)
-            for k, o in enumerate(outs):
-                correct[k] += (o.argmax(1) == y).sum().item()
-        return (correct / len(self.data.test_x)).tolist()
+        return evaluate_levels(model, self.norm, self.data.test_x, self.data.test_y, upto, self.device)
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self):
@@ -257,6 +266,8 @@ class Trainer(object):
             restore_run_weights(model, tensors, self._state_paths()[1], self.run_dir)
         if model is not None and st.get("level_weights"):
             model.level_weights = st["level_weights"]  # weights fitted by the steps already finished
+        if model is not None and getattr(model, "level_heads", None) is not None:
+            model.heads_ready = [k in st["done"] for k in range(1, self.G + 1)]  # their tensors are in the state
         if st["stage"] > 1 or st["epoch"] > 0:
             self.log("resuming %s from step %d, epoch %d (run dir %s)" % (cfg["scheme"], st["stage"], st["epoch"],
                                                                         self.run_dir))
@@ -345,12 +356,18 @@ class Trainer(object):
 
     def _fit_level(self, model, stage, st):
         """Choose level `stage`'s combination weights now, so that later steps never change them."""
-        if self.cfg["combine"] == "fitted":
+        if self.cfg["combine"] != "mean":
             model.level_weights[stage - 1] = fit_level_weights(model, stage, self.norm, self.data.train_x,
                                                                self.data.train_y, self.hold_idx)
             self.log("level %d weights (fitted on %d held-out images): %s" % (
                 stage, len(self.hold_idx), " ".join("%.3f" % w for w in model.level_weights[stage - 1])))
         st["level_weights"] = model.level_weights
+        if self.cfg["combine"] == "heads":
+            rec = fit_level_head(model, stage, self.norm, self.data.train_x, self.data.train_y, self.train_idx,
+                                 self.hold_idx)
+            st.setdefault("head_fits", []).append(rec)
+            self.log("level %d head (L2 pull %g chosen on the held-out images): held-out accuracy %.2f%% -> %.2f%%"
+                     % (stage, rec["pull"], 100 * rec["held_out_before"], 100 * rec["held_out_after"]))
 
     # ---- outputs ---------------------------------------------------------------------------------
     def _meta(self, model, st, levels):
@@ -360,6 +377,7 @@ class Trainer(object):
             "scheme": self.cfg["scheme"], "arch": model.arch, "arch_spec": model.spec, "groups": model.num_groups,
             "group_widths": model.widths, "num_classes": self.num_classes, "class_names": self.data.classes,
             "combine": self.cfg["combine"], "level_weights": model.level_weights,
+            "level_heads": head_record(st["head_fits"]) if self.cfg["combine"] == "heads" else None,
             # the training loss's mean combination; what old readers of uniform checkpoints apply
             "level_scale": [model.level_scale(k) for k in range(1, model.num_groups + 1)],
             "input": {"size": self.cfg["input_size"], "channels": self.channels, "layout": "NCHW",

@@ -212,6 +212,12 @@ def check_sidecar(meta, side):
     f(meta, "level_weights", [list], default=None, check=lambda v: len(v) == groups and all(
         len(r) == k and all(_finite(x) for x in r) for k, r in enumerate(v, 1)),
       expect="%d lists, list k holding the k finite weights of level k" % groups)
+    heads = f(meta, "level_heads", (dict, type(None)), default=None)
+    if heads is not None:
+        if scheme != "grouped":
+            raise UserError("%s: level_heads needs scheme grouped, the sidecar says %s; %s" % (side, scheme, fix))
+        f(heads, "fits", [dict], prefix="level_heads.", check=lambda v: len(v) == groups,
+          expect="a list of %d records, one per level" % groups)
     f(meta, "arch_spec", dict, default=None)  # its blocks are checked where the spec is read (compile/arch)
     inp = f(meta, "input", dict)
     f(inp, "size", int, prefix="input.", check=_int_in(*INPUT_SIZES)[0], expect=_int_in(*INPUT_SIZES)[1])

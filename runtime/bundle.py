@@ -12,7 +12,7 @@ from runtime.manifest_schema import check_manifest
 from runtime.schema import load_json
 
 SCHEMA = "dynn-bundle"
-SCHEMA_VERSION = 2  # reads 1 (uniform weights only) and 2 (level_weights); docs/bundle.md
+SCHEMA_VERSION = 3  # reads 1 (uniform weights only), 2 (level_weights) and 3 (level_heads); docs/bundle.md
 
 
 def sha256_file(path):
@@ -130,6 +130,12 @@ def level_weights(manifest):
         uniform = w is None or all(abs(x - 1.0 / k) <= 1e-12 for x in w) and abs(scale - 1.0 / k) <= 1e-12
         out.append(None if uniform else np.asarray(w, np.float32))
     return out
+
+
+def level_heads(manifest):
+    """True when the bundle's groups carry per-level heads (schema 3, model.level_heads): group g outputs its
+    contributions to levels g..G side by side, runtime.backends.base.Combiner adds them."""
+    return bool(manifest["model"].get("level_heads"))
 
 
 # ---- engine.json (TensorRT's on-device record)

@@ -89,6 +89,13 @@ def check_manifest(man, path, bundle_dir):
         check=lambda v: len(v) == n and all(len(w) == k + 1 and all(_finite(x) for x in w) for k, w in enumerate(v)),
         expect="a list of %d lists, entry k-1 holding the k finite weights of level k" % n)
     classes = _check_io(c, man, model)
+    heads = c.f(model, "level_heads", (dict, type(None)), "model.", default=None)
+    if heads is not None:  # schema 3: group g outputs its contributions to levels g..G (docs/bundle.md)
+        c.f(heads, "classes", int, "model.level_heads.", check=lambda v: v == classes,
+            expect="%d (output.shape[1])" % classes)
+        c.f(heads, "group_outputs", [int], "model.level_heads.",
+            check=lambda v: v == [(groups - g) * classes for g in range(groups)],
+            expect="%s (group g: (G-g+1) x classes columns)" % [(groups - g) * classes for g in range(groups)])
     c.f(model, "class_names", ([str], type(None)), "model.", default=None,
         check=lambda v: v is None or len(v) == classes, expect="null or a list of %d names" % classes)
     listed = _check_files(c, man)

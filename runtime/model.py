@@ -258,14 +258,15 @@ class Model(object):
         except TypeError:  # unhashable values: parse() says what is wrong with them
             key, parts = None, None
         if parts is None:
-            from runtime.bundle import level_weights
+            from runtime.bundle import level_heads, level_weights
             from runtime.placement import BoardView, parse
             from runtime.platform import online_cpus
             board = BoardView(online_cpus(self._platform_args["sysfs_root"]), lambda: self.platform)
             engine = self.backend.name if self.backend.name != "tensorrt" else (
                 "tflite" if "tflite" in self.manifest["engines"] else "onnx")
             parts = parse(placement, level, board, engine, level_weights(self.manifest),
-                          self.manifest["model"]["level_scale"], sorted(self.manifest["engines"]))
+                          self.manifest["model"]["level_scale"], sorted(self.manifest["engines"]),
+                          level_heads(self.manifest))
             if key is not None:
                 self._placements[key] = parts
         if self._pool is None:

@@ -118,12 +118,13 @@ def _groups(key, groups, level, owner):
     return tuple(sorted(out))
 
 
-def parse(placement, level, board, default_engine, weights, scale, engines=ENGINES):
+def parse(placement, level, board, default_engine, weights, scale, engines=ENGINES, heads=False):
     """A checked placement of `level`: a tuple of Parts ordered by their first group.
 
     default_engine: the CPU engine a PE gets when it names none; weights, scale: runtime.bundle.level_weights
     and level_scale (a level engine's prefix 1..j stands for level k's groups only when they are weighed alike);
-    engines: those the bundle carries."""
+    engines: those the bundle carries; heads: the bundle has level heads (a level engine then holds a whole
+    level or nothing: its level-j output has level j's head, not level k's)."""
     if not isinstance(placement, dict) or not placement:
         raise RuntimeUserError("placement must be a non-empty dict of PE -> groups, e.g. {'cpu:0': [1, 2], "
                                "'cpu:1': [3, 4]}; got %r" % (placement,))
@@ -139,7 +140,7 @@ def parse(placement, level, board, default_engine, weights, scale, engines=ENGIN
         names[pe.name] = key
         groups = _groups(key, groups, level, owner)
         if pe.engine not in GROUP_ENGINES:
-            _check_prefix(key, pe.engine, groups, level, weights, scale)
+            _check_prefix(key, pe.engine, groups, level, weights, scale, heads)
         parts.append(Part(pe, groups))
     missing = sorted(set(range(1, level + 1)) - set(owner))
     if missing:
@@ -159,12 +160,16 @@ def _effective(k, weights, scale):
     return [float(scale[k - 1])] * k if w is None else [float(v) for v in w]
 
 
-def _check_prefix(key, engine, groups, level, weights, scale):
+def _check_prefix(key, engine, groups, level, weights, scale, heads=False):
     j = len(groups)
     if groups != tuple(range(1, j + 1)):
         raise RuntimeUserError("placement PE %r runs %s, which computes a level as one graph: it can hold groups "
                                "1..j of the level only, not %s; give it groups 1 to %d or use tflite for these"
                                % (key, engine, list(groups), j))
+    if heads and j != level:
+        raise RuntimeUserError("placement PE %r: this bundle's levels have their own heads, so %s's level-%d graph "
+                               "cannot stand for groups 1..%d of level %d; give it all %d groups or use tflite there"
+                               % (key, engine, j, j, level, level))
     wk, wj = _effective(level, weights, scale), _effective(j, weights, scale)
     ratio = [wk[g] / wj[g] for g in range(j)]
     if max(ratio) - min(ratio) > 1e-6 * max(abs(r) for r in ratio):

@@ -17,7 +17,7 @@ import threading
 
 import numpy as np
 
-from runtime.backends.base import combine
+from runtime.backends.base import Combiner
 from runtime.bundle import level_weights
 from runtime.errors import PlatformError, RuntimeUserError
 from runtime.placement import GROUP_ENGINES, divisor
@@ -109,14 +109,14 @@ class Plan(object):
     def __init__(self, pool, level, parts, workers):
         self.level, self.parts = level, parts
         self._pool, self._jobs = pool, list(zip(workers, (p.groups for p in parts)))
-        self._weights, self._scale = pool.weights[level - 1], pool.scale[level - 1]
+        self._combine = pool.combiner
         tflite = any(p.pe.engine == "tflite" for p in parts)
         self.batch_sizes = pool.tflite().batch_sizes if tflite else None
 
     def run(self, x, level=None):
         results = self._dispatch(x, self._jobs)
         results.sort(key=lambda r: r[0])  # group order: the sum is the sequential one, bit for bit
-        return combine(results, self.level, self._weights, self._scale)
+        return self._combine(results, self.level)
 
     def time_groups(self, x, groups):
         """Run only `groups` on every PE of the plan, no combining (the profiler times groups alone)."""
@@ -154,6 +154,7 @@ class Pool(object):
     def __init__(self, model):
         self.model, self.manifest = model, model.manifest
         self.weights = level_weights(model.manifest)
+        self.combiner = Combiner.from_manifest(model.manifest)
         self.scale = [float(s) for s in model.manifest["model"]["level_scale"]]
         self.lock, self._plan_lock = threading.Lock(), threading.Lock()  # runs; opening workers
         self.epoch = 0  # Model.set_operating_point(cluster=...) counts up: workers then re-pin themselves
@@ -204,7 +205,8 @@ class Pool(object):
                 backend.contributions(None, (), threads)  # opens this thread's interpreter (and its pool) now
                 return (lambda x, groups: backend.contributions(x, groups, threads)), None
             return open_group_engine
-        divs = [divisor(j, self.weights, self.scale) for j in range(1, len(self.scale) + 1)]
+        divs = [1.0 if self.combiner.heads else divisor(j, self.weights, self.scale)  # heads: a whole level
+                for j in range(1, len(self.scale) + 1)]
 
         def open_level_engine(pe):
             model = self.model

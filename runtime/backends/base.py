@@ -49,6 +49,42 @@ def combine(parts, level, weights, scale):
     return out
 
 
+class Combiner(object):
+    """How a bundle adds level k up from its groups' outputs, built from the manifest (runtime.bundle reads
+    the fields): every engine binding, the placement workers, the compiler's checks and the benchmark's
+    references call this one object.
+
+    Without level heads a group outputs its [B, classes] logits and level k weighs them (combine above).
+    With level heads (manifest model.level_heads, docs/bundle.md) group g outputs [B, (G-g+1) * classes]:
+    its contributions to levels g..G side by side; level k is the sum over g <= k of slice k-g. A part
+    already [B, classes] wide is taken whole: the last group's only slice, or a level engine's level output."""
+
+    def __init__(self, weights, scale, heads=False, classes=None):
+        self.weights, self.scale = list(weights), [float(s) for s in scale]
+        self.heads, self.classes = bool(heads), classes
+        self.groups = len(self.scale)
+
+    @classmethod
+    def from_manifest(cls, manifest):
+        from runtime.bundle import level_heads, level_weights
+        model = manifest["model"]
+        return cls(level_weights(manifest), model["level_scale"], level_heads(manifest), int(model["num_classes"]))
+
+    def width(self, group):
+        """Columns of group `group`'s output."""
+        return (self.groups - group + 1) * self.classes if self.heads else self.classes
+
+    def __call__(self, parts, level):
+        """parts: [(group, output)] in group order, the groups of `level`."""
+        if not self.heads:
+            return combine(parts, level, self.weights[level - 1], self.scale[level - 1])
+        c, out = self.classes, None
+        for g, p in parts:
+            s = p if p.shape[1] == c else p[:, (level - g) * c:(level - g + 1) * c]
+            out = s.copy() if out is None else out + s
+        return out
+
+
 def run_batched(fn, x, batch):
     """Run fn (which takes exactly `batch` rows) over all of x, zero-padding the tail (engines with a fixed
     batch: the benchmark's references, the compiler's int8 accuracy)."""

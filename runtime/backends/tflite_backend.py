@@ -16,8 +16,7 @@ import weakref
 
 import numpy as np
 
-from runtime.backends.base import Backend, combine
-from runtime.bundle import level_weights
+from runtime.backends.base import Backend, Combiner
 from runtime.errors import RuntimeUserError
 
 
@@ -96,8 +95,7 @@ class TFLiteBackend(Backend):
         self.batch_sizes = sorted(eng["batch_sizes"])
         self.precisions = list(eng.get("precisions") or ["fp32"])
         self.precision = "fp32" if "fp32" in self.precisions else self.precisions[0]
-        self.scale = [float(s) for s in manifest["model"]["level_scale"]]
-        self.weights = level_weights(manifest)
+        self.combiner = Combiner.from_manifest(manifest)
         self.cls, self.binding = interpreter_class()
         self._local, self._states, self._states_lock = threading.local(), weakref.WeakSet(), threading.Lock()
         self._closed = False
@@ -181,8 +179,7 @@ class TFLiteBackend(Backend):
         return [(g, call(g, x, p)) for g in groups]
 
     def run_level(self, x, level):
-        return combine(self.contributions(x, range(1, level + 1)), level, self.weights[level - 1],
-                       self.scale[level - 1])
+        return self.combiner(self.contributions(x, range(1, level + 1)), level)
 
     def close(self):
         self._closed = True

@@ -2,7 +2,7 @@
 
 Two engine layouts, named by engine.json's `mode`:
   per-group  (default) groups/group{g}.plan, one per group; level k runs groups 1..k on one stream and
-             combines their outputs on the host (level_scale[k-1] * sum, or the manifest's level_weights).
+             combines their outputs on the host (runtime.backends.base.Combiner: the manifest's weights or level heads).
   if         model.plan holds every level; inputs `input` [B,C,H,W] and `level` int32 [1].
 Each engine has one optimisation profile per carried batch size (engine.json `profiles`); a batch runs on
 the profile with the smallest range that holds it, larger batches in chunks of the largest.
@@ -15,8 +15,8 @@ import contextlib
 
 import numpy as np
 
-from runtime.backends.base import Backend, combine
-from runtime.bundle import ENGINE_RECORD, level_weights, read_engine_plans, read_engine_record
+from runtime.backends.base import Backend, Combiner
+from runtime.bundle import ENGINE_RECORD, read_engine_plans, read_engine_record
 from runtime.trt import TensorRTError, build_hint
 from runtime.trt.cuda import open_cuda
 from runtime.trt.engine_api import ENGINE_API
@@ -53,8 +53,7 @@ class TensorRTBackend(Backend):
         self.max_batch = self.profiles[-1][2]
         model = manifest["model"]
         self.groups, self.num_classes = int(model["groups"]), int(model["num_classes"])
-        self.level_scale = [float(s) for s in model["level_scale"]]
-        self.level_weights = level_weights(manifest)
+        self.combiner = Combiner.from_manifest(manifest)
         self.input_name = manifest["input"]["name"]
         self.sample_shape = tuple(int(d) for d in manifest["input"]["shape"][1:])
         self.output_name = manifest["output"]["name"]
@@ -96,7 +95,9 @@ class TensorRTBackend(Backend):
         cuda, b, c = self._cuda, self.max_batch, self.num_classes
         self._h_in = cuda.host_empty((b,) + self.sample_shape, np.float32)
         self._d_in = cuda.malloc(self._h_in.nbytes)
-        self._h_out = [cuda.host_empty((b, c), np.float32) for _ in self._engines]
+        # per group its own width (level heads: contributions to levels g..G); the "if" engine: the level's
+        widths = [c] if self.mode == "if" else [self.combiner.width(g) for g in range(1, self.groups + 1)]
+        self._h_out = [cuda.host_empty((b, w), np.float32) for w in widths]
         self._d_out = [cuda.malloc(h.nbytes) for h in self._h_out]
         if self.mode == "if":
             self._h_level = cuda.host_empty((1,), np.int32)
@@ -199,7 +200,7 @@ class TensorRTBackend(Backend):
         cuda.sync()
         # the host buffers are reused by the next call: group 1's is copied, combine() allocates the rest
         parts = [(1, self._h_out[0][:b].copy())] + [(g + 1, self._h_out[g][:b]) for g in range(1, level)]
-        return combine(parts, level, self.level_weights[level - 1], np.float32(self.level_scale[level - 1]))
+        return self.combiner(parts, level)
 
     def prepare(self, levels):
         """Run each level once at batch 1 so the first real call pays no start-up cost."""
