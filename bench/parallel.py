@@ -3,8 +3,10 @@
 Timed side by side (bench.latency.interleaved), per batch size the bundle carries:
   one core      runtime.load(threads=1), the default path: one interpreter, one engine thread (unpinned)
   two threads   runtime.load(threads=2): one interpreter whose XNNPACK kernels use two threads
-  split         the threads=1 model with a placement: half the groups on each CPU, one pinned worker and
-                interpreter each (runtime.workers), combined when both are done
+  split         the threads=1 model with a placement over two CPUs, one pinned worker and interpreter each
+                (runtime.workers), combined when both are done. The groups are split by their own measured
+                times (the profiler's per-group timing and longest-first proposal, runtime.placement_profile):
+                with unequal groups, halving the group list leaves one CPU idle most of the call
 plus the hand-off (Plan.ping: to both workers and back with no work) and, at batch 1, the fraction of the
 two-thread GEMM peak (bench.peak) that the better of split and two threads reaches.
 """
@@ -20,13 +22,17 @@ from compile.errors import UserError
 GOALS = {"split_vs_one_core_b32": 0.55, "split_vs_one_core_b1": 0.7, "peak_fraction_b1": 0.75}
 
 
-def default_split(levels, cpus):
-    """The full level's groups halved over the first two usable CPUs (None with fewer than two)."""
+def default_split(model, cpus, x, runs):
+    """The full level's split over the first two usable CPUs that the profiler would propose first: each group
+    timed alone on each CPU, then longest-first to the CPU that finishes it first (runtime.placement_profile).
+    Returns (placement, {"group_ms", "handoff_ms", "predicted_ms"}), or (None, None) with fewer than two CPUs."""
+    from runtime.placement_profile import group_times, propose
     if len(cpus) < 2:
-        return None
-    full = levels[-1]
-    half = (full + 1) // 2
-    return {"cpu:%d" % cpus[0]: list(range(1, half + 1)), "cpu:%d" % cpus[1]: list(range(half + 1, full + 1))}
+        return None, None
+    pes = ["cpu:%d" % c for c in cpus[:2]]
+    times, handoff = group_times(model, pes, x, runs)
+    (predicted, placement), = propose(model.levels[-1], times, handoff, 1)
+    return placement, {"group_ms": times, "handoff_ms": handoff, "predicted_ms": predicted}
 
 
 def parse_split(text):
@@ -46,7 +52,10 @@ def measure_parallel(bundle, in_shape, full_macs, peaks, batches, mode, log, spl
     cpus = sorted(os.sched_getaffinity(0))
     one = runtime.load(bundle, backend="tflite", threads=1)
     levels = one.levels
-    split = split or default_split(levels, cpus)
+    chosen = None
+    if split is None:
+        x1 = np.random.default_rng(14).standard_normal((1,) + tuple(in_shape)).astype(np.float32)
+        split, chosen = default_split(one, cpus, x1, max(20, 10 * mode["rounds"]))
     if split is None:
         one.close()
         return {"skipped": "needs two usable CPUs (this process may use %s)" % cpus}
@@ -56,7 +65,11 @@ def measure_parallel(bundle, in_shape, full_macs, peaks, batches, mode, log, spl
         one.set_operating_point(level=full, placement=split)
         plan = one._placement
         rng = np.random.default_rng(14)
-        out = {"placement": one.placement, "level": full, "batches": {}, "goals": GOALS}
+        out = {"placement": one.placement, "level": full, "batches": {}, "goals": GOALS, "chosen_by": chosen}
+        if chosen:
+            log("  split chosen from per-group times (batch 1, ms): %s; predicted %.3f ms" % (
+                "; ".join("%s %s" % (p, " ".join("%.3f" % t for t in ts)) for p, ts in sorted(chosen["group_ms"].items())),
+                chosen["predicted_ms"]))
         for b in batches:
             x = rng.standard_normal((b,) + tuple(in_shape)).astype(np.float32)
             items = [("one_core", lambda: seq.infer(x)), ("two_threads", lambda: two.infer(x)),
@@ -131,10 +144,14 @@ def report_section(res):
     rows = [(b, _spread(r["one_core"]), _spread(r["two_threads"]), _spread(r["split"]), _ratio(r["split_vs_one_core"]),
              _ratio(r["split_vs_two_threads"]), "%.1e" % r["max_abs_diff_vs_one_core"]) for b, r in par["batches"].items()]
     pf = par.get("peak_fraction_b1")
+    ch = par.get("chosen_by")
+    why = "" if not ch else (" The split is the profiler's first proposal from each group's time alone on each CPU "
+                             "(batch 1, ms: %s; runtime/placement_profile.py)." % "; ".join(
+                                 "%s %s" % (p, " / ".join("%.3f" % t for t in ts)) for p, ts in sorted(ch["group_ms"].items())))
     return head + ["Level %d with placement `%s` (runtime/placement.py), timed interleaved with one interpreter on "
                    "one thread and one on two threads; ms, median (p10-p90). Hand-off to the workers and back: "
-                   "%.1f us. Batch 1, both cores: %s of the two-thread GEMM peak (%s)."
+                   "%.1f us. Batch 1, both cores: %s of the two-thread GEMM peak (%s).%s"
                    % (par["level"], json.dumps(par["placement"], sort_keys=True), par["handoff"]["median"] * 1e6,
-                      DASH if not pf else "%.0f%%" % (100 * pf["fraction"]), DASH if not pf else pf["best"]), ""] + _table(
+                      DASH if not pf else "%.0f%%" % (100 * pf["fraction"]), DASH if not pf else pf["best"], why), ""] + _table(
         ("batch", "one core", "two threads", "split", "split / one core", "split / two threads", "max abs diff"),
         rows) + [""]

@@ -14,6 +14,8 @@ Deployed, group g's head becomes one Linear with (G-g+1) x classes outputs: its 
 g..G, level k's bias in group 1's (docs/bundle.md, "level heads"); runtime.backends.base.Combiner adds the
 slices. No weight is stored twice and the engines need nothing new.
 """
+import time
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -65,6 +67,7 @@ def _acc(W, b, X, y):
 def fit_level_head(model, k, norm, x, y, train_idx, hold_idx):
     """Fit level k's head in place (groups 1..k frozen) and mark it ready. Returns a record for the log and
     the checkpoint: the chosen pull and the held-out accuracy before and after."""
+    t0 = time.time()
     feats_tr = group_features(model, norm, x, train_idx, k)
     feats_ho = group_features(model, norm, x, hold_idx, k)
     X, Xh = torch.cat(feats_tr, 1), torch.cat(feats_ho, 1)
@@ -83,7 +86,8 @@ def fit_level_head(model, k, norm, x, y, train_idx, hold_idx):
         head.bias.copy_(b.to(head.bias))
     model.heads_ready[k - 1] = True
     return {"level": k, "pull": pull, "held_out_before": round(_acc(W0, b0, Xh, Yh), 6),
-            "held_out_after": round(acc, 6), "train_images": len(train_idx), "held_out_images": len(hold_idx)}
+            "held_out_after": round(acc, 6), "train_images": len(train_idx), "held_out_images": len(hold_idx),
+            "seconds": round(time.time() - t0, 1)}
 
 
 def head_record(fits):

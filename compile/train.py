@@ -448,6 +448,18 @@ def write_summary(meta, path):
     for lv in meta["levels"]:
         lines.append("| %d | %d | %.2f | %.2f%% |" % (lv["level"], lv["params"], lv["macs"] / 1e6,
                                                      100 * lv["test_accuracy"]))
+    heads = meta.get("level_heads")
+    if heads:
+        lines += ["", "Level heads (compile/level_heads.py): level k's linear head over the features of groups 1..k, "
+                  "fitted after step k; L2 pull towards the plain combination chosen on %d held-out images%s." % (
+                      heads["fits"][0]["held_out_images"], "; " + heads["added_by"] if heads.get("added_by") else ""),
+                  "", "| level | pull | held-out acc before | after | test acc without head | fit s |",
+                  "|---|---|---|---|---|---|"]
+        for f, lv in zip(heads["fits"], meta["levels"]):
+            lines.append("| %d | %g | %.2f%% | %.2f%% | %s | %s |" % (
+                f["level"], f["pull"], 100 * f["held_out_before"], 100 * f["held_out_after"],
+                "%.2f%%" % (100 * lv["test_accuracy_without_heads"]) if "test_accuracy_without_heads" in lv else "-",
+                "%.0f" % f["seconds"] if "seconds" in f else "-"))
     lines += ["", "Per epoch (test accuracy of every trained level):", "",
               "| step | epoch | loss | train acc | test acc by level | s |", "|---|---|---|---|---|---|"]
     for h in t["history"]:

@@ -243,6 +243,7 @@ SIDECAR_VALUES = [  # in range for the JSON type, out of range for a model
 def _header_mismatch(meta):  # a self-consistent sidecar for another model than the tensors hold
     meta.update(groups=8, level_scale=[1.0 / k for k in range(1, 9)], group_widths=[1.0] * 8,
                 level_weights=[[1.0 / k] * k for k in range(1, 9)])
+    meta.pop("level_heads", None)
 
 
 def sidecar_cases():

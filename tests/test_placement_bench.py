@@ -19,8 +19,13 @@ PEAKS = [{"threads": 2, "peak_macs_per_s": 50e9}]
 def test_quick_run_times_split_one_core_and_two_threads_and_the_split_computes_the_same_logits():
     logs = []
     res = parallel.measure_parallel(BUNDLE, (3, 32, 32), 30675968, PEAKS, [1, 32], QUICK, logs.append)
-    assert res["placement"] == {"cpu:%d" % c: {"groups": g, "engine": "tflite", "threads": 1}
-                                for c, g in zip(sorted(os.sched_getaffinity(0))[:2], ([1, 2], [3, 4]))}
+    # the split is the profiler's first proposal from the per-group times it recorded (with the shipped
+    # default's unequal groups that puts group 4, 55% of the MACs, alone on a CPU when the machine is quiet)
+    from runtime.placement_profile import propose
+    ch = res["chosen_by"]
+    (_, want), = propose(4, ch["group_ms"], ch["handoff_ms"], 1)
+    assert {k: v["groups"] for k, v in res["placement"].items()} == want
+    assert sorted(res["placement"]) == ["cpu:%d" % c for c in sorted(os.sched_getaffinity(0))[:2]]
     for b in ("1", "32"):
         row = res["batches"][b]
         assert row["max_abs_diff_vs_one_core"] == 0.0  # same engine, same groups: bit-identical
@@ -35,9 +40,8 @@ def test_quick_run_times_split_one_core_and_two_threads_and_the_split_computes_t
     assert any("hand-off" in line for line in logs)
 
 
-def test_default_split_halves_the_full_level_over_the_first_two_cpus_and_needs_two():
-    assert parallel.default_split([1, 2, 3], [2, 5]) == {"cpu:2": [1, 2], "cpu:5": [3]}
-    assert parallel.default_split([1, 2, 3, 4], [0]) is None
+def test_the_default_split_needs_two_cpus():
+    assert parallel.default_split(None, [0], None, 1) == (None, None)
 
 
 def test_a_bad_split_option_is_one_line():

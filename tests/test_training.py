@@ -166,7 +166,7 @@ def test_each_recipe_reproduces_its_shipped_checkpoints_training_settings(recipe
 def test_flags_win_over_the_recipe_and_another_group_count_drops_its_per_group_lists():
     cfg = _recipe_cfg("default", groups=2, arch="alexnet-cifar")
     assert cfg["groups"] == 2 and cfg["arch"] == "alexnet-cifar" and cfg["group_widths"] == [1.0, 1.0]
-    assert cfg["epochs"] == 10 and cfg["combine"] == "fitted"
+    assert cfg["epochs"] == 10 and cfg["combine"] == "heads"
     static = _recipe_cfg("default", scheme="static")
     assert static["group_widths"] == [1.0, 1.5, 2.0, 3.0] and static["epochs"] == [10, 10, 15, 20]
     assert static["combine"] == "mean"
