@@ -54,7 +54,9 @@ def main(argv):
             io = it.get_signature_list()
             for sig in f["signatures"]:
                 r = it.get_signature_runner(sig)
-                r(**{io[sig]["inputs"][0]: inputs[int(sig.rsplit("_b", 1)[1])]})
+                name = io[sig]["inputs"][0]
+                x = inputs[int(sig.rsplit("_b", 1)[1])]
+                r(**{name: x.astype(r.get_input_details()[name]["dtype"])})  # an int8 file takes int8 input
                 runs += 1
     gc.collect()
     after, _ = rss_bytes()

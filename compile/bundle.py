@@ -139,9 +139,16 @@ def int8_golden(path, golden, G, signatures, combiner, log):
     broken quantization, not rounding)."""
     contrib = _int8_group_outputs(path, signatures, G, 1, golden["input"])
     steps = [float(signatures[signature_name(g, 1, "int8")]["output_quantization"][0]) for g in range(1, G + 1)]
+    return _int8_record({k: combine_levels(contrib, k, combiner) for k in range(1, G + 1)}, steps, golden, combiner,
+                        "int8_level{k}", "int8", log)
+
+
+def _int8_record(outs, steps, golden, combiner, keys, what, log):
+    """The golden record of an int8 engine's level logits `outs` ({level: [n, classes]}): per-level tolerance from
+    its groups' output steps, the distance from float32, and a refusal of gross errors (broken quantization)."""
     arrays, atol, report = {}, [], []
-    for k in range(1, G + 1):
-        out = combine_levels(contrib, k, combiner)
+    for k in sorted(outs):
+        out = outs[k]
         w = [1.0] * k if combiner.heads else combiner.weights[k - 1]
         w = [combiner.scale[k - 1]] * k if w is None else w
         atol.append(float(INT8_TOLERANCE_STEPS * sum(abs(w[g]) * steps[g] for g in range(k))))
@@ -149,17 +156,49 @@ def int8_golden(path, golden, G, signatures, combiner, log):
         err = float(np.max(np.abs(out - ref)))
         agree = int((out.argmax(1) == ref.argmax(1)).sum())
         if agree < len(out) // 2 or err > 0.5 * float(np.ptp(ref)):
-            raise UserError("int8 level %d is far from float32 on the golden images (max |diff| %.3g, top-1 agrees "
-                            "%d/%d); the quantized engine is wrong, not shipping it" % (k, err, agree, len(out)))
-        arrays["int8_level%d" % k] = out.astype(np.float32)
+            raise UserError("%s level %d is far from float32 on the golden images (max |diff| %.3g, top-1 agrees "
+                            "%d/%d); the quantized engine is wrong, not shipping it" % (what, k, err, agree, len(out)))
+        arrays[keys.format(k=k)] = out.astype(np.float32)
         report.append({"level": k, "max_abs_diff_vs_fp32": round(err, 6), "top1_agrees_vs_fp32": agree})
-        log("  int8      level %d: max |diff| vs float32 %.3g, top-1 agrees %d/%d, tolerance %.3g" % (
-            k, err, agree, len(out), atol[-1]))
-    return {"arrays": arrays, "keys": "int8_level{k}", "atol": atol, "tolerance_steps": INT8_TOLERANCE_STEPS,
+        log("  %-9s level %d: max |diff| vs float32 %.3g, top-1 agrees %d/%d, tolerance %.3g" % (
+            what, k, err, agree, len(out), atol[-1]))
+    return {"arrays": arrays, "keys": keys, "atol": atol, "tolerance_steps": INT8_TOLERANCE_STEPS,
             "output_steps": steps, "vs_fp32": report,
             "reason": "the logits of this host's int8 kernels; a board may round an intermediate differently, by "
                       "up to %d steps of each group's output grid, combined with the level's weights"
                       % INT8_TOLERANCE_STEPS}
+
+
+def onnx_int8(tmp, group_models, calib, calib_rec, level_scale, C, in_shape, weights, heads, combiner, golden,
+              data_dir, norm, G, log):
+    """model_int8.onnx (compile/quantize_onnx.py), its golden logits and its test accuracy through onnxruntime:
+    (engine record, golden record). The peer of the TFLite int8 signatures, from the same calibration images."""
+    from compile import emit_onnx
+    from compile.quantize_onnx import level_outputs, output_step, quantize_group_models
+    import onnx
+    t = time.time()
+    q_groups = quantize_group_models(group_models, calib.numpy())
+    model = emit_onnx.compose_levels(q_groups, level_scale, C, in_shape, weights, heads)
+    path = os.path.join(tmp, "model_int8.onnx")
+    onnx.save(model, path)
+    steps = [output_step(q) for q in q_groups]
+    if any(s is None for s in steps):
+        raise UserError("onnxruntime's quantizer left a group's output unquantized; the int8 ONNX graph is not the "
+                        "scheme this bundle states, not shipping it")
+    outs = level_outputs(path, golden["input"], range(1, G + 1), threads=1)
+    record = _int8_record(outs, steps, golden, combiner, "onnx_int8_level{k}", "onnx int8", log)
+    from compile.data import load_dataset
+    ds = load_dataset(data_dir, "auto", norm["size"], None if norm["channels"] == 3 else norm["channels"])
+    x = Normalizer(norm["mean"], norm["std"])(ds.test_x).numpy()
+    y = ds.test_y.numpy()
+    test = level_outputs(path, x, range(1, G + 1), threads=max(1, os.cpu_count() or 1))
+    accs = [round(float((test[k].argmax(1) == y).mean()), 6) for k in range(1, G + 1)]
+    log("  onnx int8 model_int8.onnx: QDQ, test accuracy through onnxruntime (%d images): %s (%.1fs)" % (
+        len(y), " / ".join("%.2f%%" % (100 * a) for a in accs), time.time() - t))
+    engine = {"file": "model_int8.onnx", "test_accuracy": accs,
+              "calibration": dict(calib_rec, scheme="onnxruntime quantize_static, QDQ, MinMax, per-channel "
+                                                    "symmetric int8 weights, int8 activations, each group alone")}
+    return engine, record
 
 
 def int8_accuracy(path, data_dir, signatures, combiner, G, norm, log):
@@ -273,7 +312,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             "record": "engine.json", "built_on_device": True,
             "build_command": "python3 -m runtime trt-build BUNDLE_DIR [--mode if|per-group]"}
 
-    golden_int8, acc_int8 = None, None
+    golden_int8, acc_int8, golden_onnx8 = None, None, None
     if target["engine"] == "tflite":
         t = time.time()
         precs = precisions_of(precision)
@@ -293,6 +332,12 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
             np.savez(os.path.join(tmp, "golden.npz"), **golden)
             acc_int8 = int8_accuracy(os.path.join(tmp, "model.tflite"), data_dir, sigs, combiner, G,
                                      dict(norm, size=size, channels=chans), log)
+            eng8, golden_onnx8 = onnx_int8(tmp, group_models, calib, calib_rec, level_scale, C, in_shape, weights,
+                                           heads, combiner, golden, data_dir, dict(norm, size=size, channels=chans),
+                                           G, log)
+            engines["onnx"].update(precisions=["fp32", "int8"], int8=eng8)
+            golden.update(golden_onnx8.pop("arrays"))
+            np.savez(os.path.join(tmp, "golden.npz"), **golden)
         timings["tflite_seconds"] = round(time.time() - t, 2)
         engines["tflite"] = {
             "file": "model.tflite", "form": "signature-per-group", "batch_sizes": batch_sizes,
@@ -330,7 +375,7 @@ def _emit(tmp, target, model, meta, paths, G, C, size, chans, batch_sizes, ckpt_
         "output": {"name": "logits", "shape": [None, C], "dtype": "float32"},
         "engines": engines,
         "golden": dict({"file": "golden.npz", "count": len(golden["input"]), "atol": ATOL, "rtol": ATOL,
-                        "atol_fp16": 0.05}, **({"int8": golden_int8} if golden_int8 else {})),
+                        "atol_fp16": 0.05}, **({"int8": golden_int8, "onnx_int8": golden_onnx8} if golden_int8 else {})),
         "files": files,
         "tools": _versions(),
         "timings": timings,

@@ -41,7 +41,7 @@ def cmd_info(args):
 
 
 def cmd_verify(args):
-    from runtime.bundle import load_golden
+    from runtime.bundle import golden_record, load_golden
     with _load(args) as m:
         g = load_golden(m.bundle_dir, m.manifest)
         tol = m.manifest["golden"]
@@ -52,7 +52,7 @@ def cmd_verify(args):
         bad = int(pre > 1e-5)
         for prec in m.precisions:  # every precision the engine carries, against its own golden logits
             m.set_operating_point(precision=prec)
-            q = tol.get(prec) if prec != "fp32" else None
+            q = golden_record(m.manifest, m.backend.name, prec)
             for k in m.levels:
                 want = g["level%d" % k] if q is None else g[q["keys"].format(k=k)]
                 a, r = (atol, tol["rtol"]) if q is None else (q["atol"][k - 1], 0.0)

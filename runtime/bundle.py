@@ -132,6 +132,14 @@ def level_weights(manifest):
     return out
 
 
+def golden_record(manifest, backend, precision):
+    """The golden record a backend's `precision` levels are verified against: None for float32 (golden.atol and
+    the level{k} logits), golden.int8 for TFLite's int8 signatures, golden.onnx_int8 for model_int8.onnx."""
+    if precision == "fp32":
+        return None
+    return manifest["golden"].get(precision if backend != "onnx" else "onnx_" + precision)
+
+
 def level_heads(manifest):
     """True when the bundle's groups carry per-level heads (schema 3, model.level_heads): group g outputs its
     contributions to levels g..G side by side, runtime.backends.base.Combiner adds them."""

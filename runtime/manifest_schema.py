@@ -30,6 +30,7 @@ class _Checker(object):
         self.where, self.bundle_dir = path, bundle_dir
         self.root = os.path.realpath(bundle_dir)
         self.int8 = False  # set when a TFLite engine carries int8 signatures (then golden.int8 is required)
+        self.onnx_int8 = False  # set when the ONNX engine carries model_int8.onnx (then golden.onnx_int8 is)
 
     def section(self, doc, key, default=None, optional=False):
         if optional and key not in doc:
@@ -109,6 +110,8 @@ def check_manifest(man, path, bundle_dir):
                 **({"default": None} if key == "atol_fp16" else {}))
         if c.int8:  # an int8 engine is verified against its own golden logits
             _check_int8_golden(c, golden, n)
+        if c.onnx_int8:
+            _check_int8_golden(c, golden, n, "onnx_int8")
     return man
 
 
@@ -168,6 +171,14 @@ def _check_engines(c, man, groups, listed):
         if name == "onnx":
             for key in ("input", "output", "level_input"):
                 c.f(eng, key, str, p)
+            precs = c.f(eng, "precisions", [str], p, default=["fp32"], check=lambda v: v in (["fp32"], ["fp32", "int8"]),
+                        expect='["fp32"] or ["fp32", "int8"]')
+            if "int8" in precs:  # the int8 peer (compile/quantize_onnx.py), same interface as the float file
+                q = c.f(eng, "int8", dict, p)
+                _need_listed(c, listed, c.rel_path(q, "file", p + "int8."), p + "int8.file")
+                c.f(q, "test_accuracy", [float], p + "int8.", check=lambda v: len(v) == groups and all(
+                    0 <= x <= 1 for x in v), expect="a list of %d accuracies in 0..1 (one per level)" % groups)
+                c.onnx_int8 = True
         elif name == "tflite":
             if "int8" in _check_signatures(c, eng, p, groups):
                 c.int8 = True
@@ -220,8 +231,9 @@ def _grid(v):
             and isinstance(v[1], int) and not isinstance(v[1], bool) and -128 <= v[1] <= 127)
 
 
-def _check_int8_golden(c, golden, n):
-    q = c.f(golden, "int8", dict, "golden.")
-    c.f(q, "keys", str, "golden.int8.", check=lambda v: "{k}" in v, expect="a key pattern holding {k}")
-    c.f(q, "atol", [float], "golden.int8.", check=lambda v: len(v) == n and all(_finite(x, 0) for x in v),
+def _check_int8_golden(c, golden, n, key="int8"):
+    q = c.f(golden, key, dict, "golden.")
+    p = "golden.%s." % key
+    c.f(q, "keys", str, p, check=lambda v: "{k}" in v, expect="a key pattern holding {k}")
+    c.f(q, "atol", [float], p, check=lambda v: len(v) == n and all(_finite(x, 0) for x in v),
         expect="a list of %d finite non-negative tolerances (one per level)" % n)

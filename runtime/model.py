@@ -77,6 +77,9 @@ class Model(object):
         self.accuracy = {lv["level"]: lv.get("test_accuracy") for lv in manifest["levels"]}
         # int8 levels were measured through the int8 engine at build time, where the test set was at hand
         self.accuracy_int8 = {lv["level"]: lv.get("test_accuracy_int8") for lv in manifest["levels"]}
+        onnx8 = manifest["engines"].get("onnx", {}).get("int8")
+        if backend.name == "onnx" and onnx8:  # onnxruntime's int8 graph is its own engine, with its own accuracy
+            self.accuracy_int8 = dict(zip(self.levels, onnx8["test_accuracy"]))
         self.level = self.levels[-1]
         inp = manifest["input"]
         self.input_shape = tuple(inp["shape"][1:])
@@ -184,7 +187,7 @@ class Model(object):
 
     @property
     def precision(self):
-        """The precision levels run at now. Only an engine that carries several switches it (TFLite); a
+        """The precision levels run at now. Only an engine that carries several switches it (TFLite, ONNX); a
         TensorRT engine's own build precision (fp16) is not an operating-point choice."""
         return self.backend.precision if hasattr(self.backend, "precisions") else "fp32"
 

@@ -99,10 +99,12 @@ def test_quick_mode_measures_every_section(bench_out):
 def test_int8_checks_hold_the_issue_goals_against_measured_numbers():
     from bench.precision import checks
     q = {"accuracy": [{"level": 1, "drop_points": 0.2}, {"level": 2, "drop_points": 1.3}], "file_ratio": 0.28,
-         "batches": {"1": {"int8_range_vs_ideal": 0.95}, "32": {"int8_range_vs_ideal": 0.85}}}
+         "batches": {"1": {"int8_range_vs_ideal": 0.95}, "32": {"int8_range_vs_ideal": 0.85}},
+         "memory": {"rss_ratio": 1.12}}
     got = {c["name"]: c["ok"] for c in checks(q)}
     assert got == {"int8: every level within 1 point of its float32 accuracy": False,
                    "int8 file <= 0.30x the float32 file": True,
+                   "int8: RSS with every int8 level ready <= 1.10x the full int8 level alone": False,
                    "int8 latency ladder at batch 1 >= 0.9 of the MAC ratio": True,
                    "int8 latency ladder at batch 32 >= 0.9 of the MAC ratio": False}
     assert checks({"skipped": "no data"}) == []

@@ -143,3 +143,28 @@ def test_the_profiler_sweeps_precision_and_the_manager_switches_to_int8_where_th
         mgr.infer(x)
         chosen = mgr.point
         assert (chosen["level"], ps.precision(chosen)) == (2, "int8") and m.precision == "int8"
+
+
+def test_the_onnx_peer_carries_int8_levels_verified_against_their_own_golden_logits(both_bundle):
+    """model_int8.onnx: each group quantized by onnxruntime's quantize_static (QDQ), composed like the float graph."""
+    import onnx
+    import runtime
+    man = _man(both_bundle)
+    eng = man["engines"]["onnx"]
+    assert eng["precisions"] == ["fp32", "int8"] and eng["int8"]["file"] in man["files"]
+    ops = {n.op_type for n in onnx.load(os.path.join(both_bundle, eng["int8"]["file"])).graph.node}
+    ops |= {n.op_type for n in onnx.load(os.path.join(both_bundle, eng["int8"]["file"])).graph.node
+            for a in n.attribute if a.HasField("g") for n in a.g.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "If"} <= ops
+    with runtime.load(both_bundle, backend="onnx", threads=1) as m:
+        assert m.precisions == ["fp32", "int8"]
+        g = dict(np.load(os.path.join(both_bundle, "golden.npz")))
+        m.set_operating_point(precision="int8")
+        for k in m.levels:
+            np.testing.assert_allclose(m.infer(g["input"], k), g["onnx_int8_level%d" % k],
+                                       atol=man["golden"]["onnx_int8"]["atol"][k - 1], rtol=0)
+            assert m.accuracy_of(k, "int8") == eng["int8"]["test_accuracy"][k - 1]
+        m.set_operating_point(precision="fp32")
+        np.testing.assert_allclose(m.infer(g["input"], 2), g["level2"], atol=1e-4, rtol=1e-4)
+    res = run_cli(["-m", "runtime", "verify", both_bundle, "--backend", "onnx"])
+    assert res.returncode == 0 and res.stdout.count(" int8 ") >= 3 and "PASSED" in res.stdout, res.stdout + res.stderr

@@ -1,4 +1,6 @@
-"""ONNX Runtime: one graph, the level is an input; `If` nodes skip the groups above it."""
+"""ONNX Runtime: one graph, the level is an input; `If` nodes skip the groups above it. A bundle built with
+int8 levels also carries model_int8.onnx (the same graph, each group quantized to QDQ int8 by onnxruntime's
+own tool: compile/quantize_onnx.py); precision picks the file."""
 import os
 
 import numpy as np
@@ -22,12 +24,30 @@ class OnnxBackend(Backend):
             raise RuntimeUserError("onnxruntime is not installed: pip install onnxruntime")
         self.ort = ort
         eng = manifest["engines"]["onnx"]
-        self.path = os.path.join(bundle_dir, eng["file"])
+        self.precisions = list(eng.get("precisions") or ["fp32"])
+        self.paths = {"fp32": os.path.join(bundle_dir, eng["file"])}
+        if "int8" in self.precisions:
+            self.paths["int8"] = os.path.join(bundle_dir, eng["int8"]["file"])
+        self.precision, self.path = "fp32", self.paths["fp32"]
         self.in_name, self.out_name, self.level_name = eng["input"], eng["output"], eng["level_input"]
-        self._levels = {}
+        self._levels, self._sessions = {}, {}
         self._open(threads)
 
+    def set_precision(self, precision):
+        """Switch files: the first switch to a precision opens its session (milliseconds), later ones are free."""
+        if precision not in self.precisions:
+            raise RuntimeUserError("precision %r is not in this bundle's ONNX engine (it carries %s); rebuild "
+                                   "with python build.py --target T --precision both" % (precision,
+                                                                                          ", ".join(self.precisions)))
+        if precision != self.precision:
+            self.precision, self.path = precision, self.paths[precision]
+            self._open(self.threads)
+
     def _open(self, threads):
+        key = (self.precision, threads)
+        if key in self._sessions:
+            self.sess, self.threads = self._sessions[key], threads
+            return
         opts = self.ort.SessionOptions()
         if threads:
             opts.intra_op_num_threads = int(threads)
@@ -43,6 +63,7 @@ class OnnxBackend(Backend):
                                    "onnxruntime or use a bundle built at an opset it reads"
                                    % (self.ort.__version__, self.path, opset, _tail(exc)))
         self.threads = threads
+        self._sessions[key] = self.sess
 
     def set_threads(self, threads):
         if threads != self.threads:
@@ -63,7 +84,7 @@ class OnnxBackend(Backend):
             self.run_level(np.zeros(shape, np.float32), k)
 
     def close(self):
-        self.sess = None
+        self.sess, self._sessions = None, {}
 
 
 def _tail(exc, limit=160):
