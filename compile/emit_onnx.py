@@ -104,72 +104,37 @@ def _level_slice(out, g, C, G):
     return inits, nodes, p + "out"
 
 
-def _compose_heads(group_models, num_classes, input_shape):
-    """The all-levels graph of a bundle with level heads: group 1 in the main graph, group g > 1 inside
-    If(level >= g), each adding its slice for the requested level."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-    G, C = len(group_models), num_classes
-    opset = group_models[0].opset_import[0].version
-    out_t = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", C])  # noqa: E731
-    g1 = _prefixed(group_models[0], "g1/")
-    s_inits, s_nodes, acc = _level_slice(g1.output[0].name, 1, C, G)
-    nodes, inits = list(g1.node) + s_nodes, list(g1.initializer) + s_inits
-    for g in range(2, G + 1):
-        gg = _prefixed(group_models[g - 1], "g%d/" % g)
-        s_inits, s_nodes, part = _level_slice(gg.output[0].name, g, C, G)
-        then_out, else_out = "acc%d_then" % g, "acc%d_else" % g
-        then_g = helper.make_graph(list(gg.node) + s_nodes + [helper.make_node("Add", [acc, part], [then_out],
-                                                                               name="g%d/sum" % g)],
-                                   "group%d" % g, [], [out_t(then_out)], initializer=list(gg.initializer) + s_inits)
-        else_g = helper.make_graph([helper.make_node("Identity", [acc], [else_out], name="g%d/skip" % g)],
-                                   "skip%d" % g, [], [out_t(else_out)])
-        inits.append(numpy_helper.from_array(np.array([g], np.int32), "const/level%d" % g))
-        nodes.append(helper.make_node("GreaterOrEqual", ["level", "const/level%d" % g], ["run%d" % g],
-                                      name="level>=%d" % g))
-        nodes.append(helper.make_node("If", ["run%d" % g], ["acc%d" % g], name="if_group%d" % g,
-                                      then_branch=then_g, else_branch=else_g))
-        acc = "acc%d" % g
-    nodes.append(helper.make_node("Identity", [acc], ["logits"], name="logits"))
-    graph = helper.make_graph(
-        nodes, "dynn_all_levels",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N"] + list(input_shape)),
-         helper.make_tensor_value_info("level", TensorProto.INT32, [1])],
-        [out_t("logits")], initializer=inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], producer_name="dynn")
-    model.ir_version = group_models[0].ir_version
-    onnx.checker.check_model(model, full_check=True)
-    return model
-
-
 def compose_levels(group_models, level_scale, num_classes, input_shape, level_weights=None, heads=False):
     """The all-levels graph described in docs/bundle.md. level_weights None: the uniform mean graph
     (sum, then times level_scale[k-1], as the shipped bundles); else level k = sum_g w[k-1][g-1] * c_g;
     heads: each group outputs its contributions to levels g..G and level k sums their slices k-g."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
-    G = len(group_models)
-    if heads:
-        return _compose_heads(group_models, num_classes, input_shape)
+    G, C = len(group_models), num_classes
     opset = group_models[0].opset_import[0].version
-    out_t = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", num_classes])  # noqa: E731
+    out_t = lambda name: helper.make_tensor_value_info(name, TensorProto.FLOAT, ["N", C])  # noqa: E731
     w_inits, w_nodes = _weights_nodes(level_scale, level_weights, G)
-    weighted = level_weights is not None
+    weighted = level_weights is not None and not heads
+
+    def part(g, out):
+        """(initializers, nodes, name) that turn group g's output into its term of the level's sum."""
+        if heads:
+            return _level_slice(out, g, C, G)
+        if weighted:
+            name = "acc1" if g == 1 else "g%d/weighted" % g
+            return [], [helper.make_node("Mul", [out, "w%d" % g], [name], name="g%d/weighted" % g)], name
+        return [], [], out
+
     g1 = _prefixed(group_models[0], "g1/")
-    nodes, inits = (w_nodes if weighted else []) + list(g1.node), list(g1.initializer)
-    acc = g1.output[0].name
-    if weighted:
-        nodes.append(helper.make_node("Mul", [acc, "w1"], ["acc1"], name="g1/weighted"))
-        acc = "acc1"
+    p_inits, p_nodes, acc = part(1, g1.output[0].name)
+    nodes, inits = (w_nodes if weighted else []) + list(g1.node) + p_nodes, list(g1.initializer) + p_inits
     for g in range(2, G + 1):
         gg = _prefixed(group_models[g - 1], "g%d/" % g)
-        gn, contrib = list(gg.node), gg.output[0].name
+        p_inits, p_nodes, contrib = part(g, gg.output[0].name)
         then_out, else_out = "acc%d_then" % g, "acc%d_else" % g
-        if weighted:
-            gn.append(helper.make_node("Mul", [contrib, "w%d" % g], ["g%d/weighted" % g], name="g%d/weighted" % g))
-            contrib = "g%d/weighted" % g
-        then_g = helper.make_graph(gn + [helper.make_node("Add", [acc, contrib], [then_out], name="g%d/sum" % g)],
-                                   "group%d" % g, [], [out_t(then_out)], initializer=list(gg.initializer))
+        then_g = helper.make_graph(list(gg.node) + p_nodes + [helper.make_node("Add", [acc, contrib], [then_out],
+                                                                               name="g%d/sum" % g)],
+                                   "group%d" % g, [], [out_t(then_out)], initializer=list(gg.initializer) + p_inits)
         else_g = helper.make_graph([helper.make_node("Identity", [acc], [else_out], name="g%d/skip" % g)],
                                    "skip%d" % g, [], [out_t(else_out)])
         inits.append(numpy_helper.from_array(np.array([g], np.int32), "const/level%d" % g))
@@ -178,8 +143,8 @@ def compose_levels(group_models, level_scale, num_classes, input_shape, level_we
         nodes.append(helper.make_node("If", ["run%d" % g], ["acc%d" % g], name="if_group%d" % g,
                                       then_branch=then_g, else_branch=else_g))
         acc = "acc%d" % g
-    if weighted:
-        inits += w_inits
+    if weighted or heads:
+        inits += w_inits if weighted else []
         nodes.append(helper.make_node("Identity", [acc], ["logits"], name="logits"))
     else:  # byte for byte the graph of the shipped (uniform) bundles
         inits += w_inits[1:] + w_inits[:1]
