@@ -50,6 +50,9 @@ def add_arguments(p):
     p.add_argument("--interval", type=float, default=None, help="seconds between live lines (default 2, quick 1)")
     p.add_argument("--no-fixed", action="store_true", help="skip the fixed full-width comparison phase")
     p.add_argument("--profile", default=None, metavar="FILE", help="profile (default BUNDLE/profile.json)")
+    p.add_argument("--no-placements", action="store_true",
+                   help="leave the profile's placements (groups split over PEs) out of the manager's choice: run "
+                        "once with and once without to see what they add under load")
 
 
 def check_data(path):
@@ -120,6 +123,9 @@ def main(args, log=print):
     data_dir = check_data(args.data)
     X, Y = load_test_images(data_dir, 2000 if args.quick else None)
     prof, prof_path = get_profile(bundle, args.profile, log)
+    if args.no_placements:
+        prof = dict(prof, points=[p for p in prof["points"] if not p.get("placement")])
+        log("placements left out of the profile (--no-placements): %d points remain" % len(prof["points"]))
     model = load(bundle)
     try:
         X = model.preprocess(X)
@@ -208,7 +214,8 @@ def main(args, log=print):
     doc = {"bundle": os.path.abspath(bundle), "profile": os.path.abspath(prof_path), "data": data_dir,
            "backend": model.backend.name, "images": len(X),
            "settings": {"duration_s": dur, "batch": batch, "period_ms": period_s * 1e3, "budget_hi_ms": hi, "budget_lo_ms": lo,
-                        "schedule": SCHEDULE, "settle_s": settle_s, "load_workers": workers, "quick": args.quick},
+                        "schedule": SCHEDULE, "settle_s": settle_s, "load_workers": workers, "quick": args.quick,
+                        "placements": not args.no_placements},
            "fixed_point": top, "phases": summaries, "load": infos, "criterion": crit, "decision": bench,
            "manager": {"switches": mgr.switches, "warnings": mgr.warnings},
            "intervals": dict((k, interval_series(v, max(dur / 40.0, 0.25))) for k, v in phases.items())}

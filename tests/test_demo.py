@@ -46,3 +46,22 @@ def test_demo_without_data_says_which_flag_to_give(host_bundle, tmp_path):
     assert "shared" not in res.stderr, "no path outside this repository"
     res = run_cli(["build.py", "demo", "--bundle", host_bundle, "--budget-ms", "fast", "--data", str(tmp_path)])
     assert res.returncode == 1 and "--budget-ms" in res.stderr and len(res.stderr.splitlines()) == 1
+
+
+def test_demo_can_leave_the_profiles_placements_out_of_the_managers_choice(host_bundle, tmp_path):
+    """--no-placements: the manager chooses among single-PE points only (issue 14: with vs without splits)."""
+    bundle = str(tmp_path / "host-cpu")
+    shutil.copytree(host_bundle, bundle)
+    data = make_cifar_like(str(tmp_path / "data"), n_train=16, n_test=64)
+    out = str(tmp_path / "demo-out")
+    res = run_cli(["build.py", "demo", "--bundle", bundle, "--data", data, "--duration", "1", "--quick", "--no-fixed",
+                   "--out", out, "--load-workers", "1", "--interval", "0.5", "--no-placements"], timeout=180)
+    assert res.returncode == 0, res.stdout + res.stderr
+    with open(os.path.join(bundle, "profile.json")) as f:
+        prof = json.load(f)
+    kept = sum(1 for p in prof["points"] if not p.get("placement"))
+    assert "placements left out of the profile (--no-placements): %d points remain" % kept in res.stdout
+    with open(os.path.join(out, "demo.json")) as f:
+        doc = json.load(f)
+    assert doc["settings"]["placements"] is False
+    assert "cpu:0+cpu:1" not in res.stdout.split("p95 latency front:")[1].splitlines()[0]
