@@ -64,13 +64,15 @@ def _acc(W, b, X, y):
     return float((X @ W.t() + b).argmax(1).eq(y).float().mean())
 
 
-def fit_level_head(model, k, norm, x, y, train_idx, hold_idx):
+def fit_level_head(model, k, norm, x, y, train_idx, hold_idx, feats=None):
     """Fit level k's head in place (groups 1..k frozen) and mark it ready. Returns a record for the log and
-    the checkpoint: the chosen pull and the held-out accuracy before and after."""
+    the checkpoint: the chosen pull and the held-out accuracy before and after. feats: (training, held-out)
+    features of at least groups 1..k already extracted (group_features), else they are extracted here;
+    `seconds` counts only what this call did."""
     t0 = time.time()
-    feats_tr = group_features(model, norm, x, train_idx, k)
-    feats_ho = group_features(model, norm, x, hold_idx, k)
-    X, Xh = torch.cat(feats_tr, 1), torch.cat(feats_ho, 1)
+    feats_tr, feats_ho = feats or (group_features(model, norm, x, train_idx, k),
+                                   group_features(model, norm, x, hold_idx, k))
+    X, Xh = torch.cat(feats_tr[:k], 1), torch.cat(feats_ho[:k], 1)
     Y, Yh = y[train_idx], y[hold_idx]
     W0, b0 = start_head(model, k)
     best = None
@@ -148,9 +150,11 @@ def add_heads(checkpoint, data_dir, out_dir, log=print):
     assert all(k.startswith("level_heads.") for k in missing), missing
     model = model.to(memory_format=torch.channels_last).eval()
     norm = Normalizer(meta["input"]["mean"], meta["input"]["std"])
-    fits = []
-    for k in range(1, model.num_groups + 1):
-        fits.append(fit_level_head(model, k, norm, data.train_x, data.train_y, train_idx, hold_idx))
+    fits, G = [], model.num_groups
+    # the final groups are frozen: extract every group's features once, not once per level that reads them
+    feats = (group_features(model, norm, data.train_x, train_idx, G), group_features(model, norm, data.train_x, hold_idx, G))
+    for k in range(1, G + 1):
+        fits.append(fit_level_head(model, k, norm, data.train_x, data.train_y, train_idx, hold_idx, feats))
         log("level %d head (L2 pull %g chosen on %d held-out images): held-out accuracy %.2f%% -> %.2f%%"
             % (k, fits[-1]["pull"], len(hold_idx), 100 * fits[-1]["held_out_before"],
                100 * fits[-1]["held_out_after"]))
