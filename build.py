@@ -223,6 +223,13 @@ def build_parser(argv=()):
                    help="weight of group k's own loss next to the level-k loss (default: the recipe's)")
     t.add_argument("--distill", type=float, default=None, metavar="W",
                    help="weight of distilling group k from the frozen level k-1 (the ensemble so far; default 0)")
+    t.add_argument("--teacher", default=None, metavar="CKPT",
+                   help="distil every step from this checkpoint's top level (a model trained on the same data, "
+                        "e.g. a wider static baseline); its logits are computed once and cached in the run dir")
+    t.add_argument("--teacher-weight", type=float, default=None, metavar="W",
+                   help="weight of the teacher's soft targets next to the labels (default 1)")
+    t.add_argument("--teacher-temp", type=float, default=None, metavar="T",
+                   help="distillation temperature for the teacher (default 4)")
     t.add_argument("--label-smoothing", type=float, default=None, metavar="E", help="label smoothing (default 0.1)")
     t.add_argument("--weight-decay", type=float, default=None, metavar="WD", help="SGD weight decay (default 5e-4)")
     t.add_argument("--cutout", type=int, default=None, metavar="PX",

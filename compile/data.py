@@ -120,8 +120,9 @@ class Normalizer(object):
         return (x_uint8.float().div_(255) - self.mean) / self.std
 
 
-def augment(x, gen, pad=None):
-    """Random crop with reflect padding (1/8 of the image: 4 px at 32x32) and horizontal flip, batched."""
+def augment(x, gen, pad=None, return_flip=False):
+    """Random crop with reflect padding (1/8 of the image: 4 px at 32x32) and horizontal flip, batched;
+    with return_flip, also which images were flipped (a teacher's cached targets follow the flip)."""
     n, _, h, w = x.shape
     pad = max(1, int(round(h / 8.0))) if pad is None else pad
     padded = torch.nn.functional.pad(x, (pad, pad, pad, pad), mode="reflect")
@@ -131,4 +132,5 @@ def augment(x, gen, pad=None):
     cols = (ox[:, None] + torch.arange(w))[:, None, None, :]
     out = padded[torch.arange(n)[:, None, None, None], torch.arange(x.shape[1])[None, :, None, None], rows, cols]
     flip = torch.rand(n, generator=gen) < 0.5
-    return torch.where(flip[:, None, None, None], out.flip(3), out)
+    out = torch.where(flip[:, None, None, None], out.flip(3), out)
+    return (out, flip) if return_flip else out

@@ -29,6 +29,7 @@ from compile.errors import UserError
 from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.level_heads import fit_level_head, head_record
 from compile.model import GroupedNet, build_model, count_macs, count_params
+from compile.teacher import TEACHER_T, distill_loss, load_teacher, teacher_logits
 from compile.validate import (check_loss, check_recipe, parse_epochs, read_run_state, read_run_tensors,
                               restore_run_weights)
 from runtime.cli import utc_now
@@ -42,7 +43,7 @@ def default_config(**over):
     cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
                input_size=32, threads=None, group_widths=None, combine="mean", distill=0.0, cutout=0,
-               device="cpu", only=None)
+               device="cpu", only=None, teacher=None, teacher_weight=1.0, teacher_temp=TEACHER_T)
     for k, v in over.items():
         if v is not None:
             cfg[k] = v
@@ -159,13 +160,20 @@ class Trainer(object):
         self.norm_stats = (mean, std)
         self.norm = Normalizer(mean, std)
         self.num_classes = len(data.classes)
+        self.teacher = load_teacher(cfg["teacher"], data, cfg["input_size"]) if cfg.get("teacher") else None
+        self.soft = None  # the teacher's cached logits, [2 (plain, flipped), N, classes], read at the run's start
 
     # ---- run-dir state ---------------------------------------------------------------------------
     def _state_paths(self):
         return os.path.join(self.run_dir, "state.json"), os.path.join(self.run_dir, "state.safetensors")
 
     def _recipe(self):
-        return {k: self.cfg[k] for k in RECIPE_KEYS}
+        rec = {k: self.cfg[k] for k in RECIPE_KEYS}
+        # teacher keys only with a teacher, so run dirs and checkpoints from before them keep their recipe;
+        if self.teacher is not None:  # the teacher by content: a retrained file at the same path is another run
+            rec.update(teacher=self.teacher.sha256, teacher_weight=self.cfg["teacher_weight"],
+                       teacher_temp=self.cfg["teacher_temp"])
+        return rec
 
     def _load_state(self):
         jpath, tpath = self._state_paths()
@@ -174,7 +182,8 @@ class Trainer(object):
                     "history": [], "stage_seconds": {}, "done": []}, None
         st = read_run_state(jpath, self.run_dir)
         if st.get("recipe") != self._recipe():
-            diff = sorted(k for k in RECIPE_KEYS if st.get("recipe", {}).get(k) != self.cfg[k])
+            mine = self._recipe()
+            diff = sorted(k for k in set(mine) | set(st.get("recipe", {})) if st.get("recipe", {}).get(k) != mine.get(k))
             raise UserError("run directory %s was started with different settings (%s); pass the same flags "
                             "to resume, or a new --run-dir" % (self.run_dir, ", ".join(diff)))
         if st.get("data") != self.data.fingerprint:
@@ -225,7 +234,17 @@ class Trainer(object):
                 for m in model.group_modules(g):
                     m.eval()  # frozen BatchNorm keeps its running statistics bit-for-bit
 
-    def _loss(self, model, x, y, stage):
+    def _soft_targets(self, idx, flip):
+        if self.soft is None:
+            return None
+        return self.soft[flip.long(), idx].to(self.device)
+
+    def _with_teacher(self, loss, logits, soft):
+        if soft is None:
+            return loss
+        return loss + self.cfg["teacher_weight"] * distill_loss(logits, soft, self.cfg["teacher_temp"])
+
+    def _loss(self, model, x, y, stage, soft=None):
         ls = self.cfg["label_smoothing"]
         if isinstance(model, GroupedNet):
             with torch.no_grad():
@@ -237,14 +256,15 @@ class Trainer(object):
         frozen = sum(before) if before else 0
         out = (frozen + own) * model.level_scale(stage)
         lam = self.cfg["own_loss_weight"] if stage > 1 else 0.0
-        loss = F.cross_entropy(out, y, label_smoothing=ls)
+        loss = self._with_teacher(F.cross_entropy(out, y, label_smoothing=ls), out, soft)
         if lam:
-            loss = (loss + lam * F.cross_entropy(own, y, label_smoothing=ls)) / (1 + lam)
+            own_loss = self._with_teacher(F.cross_entropy(own, y, label_smoothing=ls), own, soft)
+            loss = (loss + lam * own_loss) / (1 + lam)
         kd = self.cfg["distill"] if stage > 1 else 0.0
         if kd:  # group k also learns the soft predictions of the frozen level k-1 (the ensemble so far)
             with torch.no_grad():  # level k-1 as it ships: its own combination weights
-                teacher = F.softmax(model.combine(before, stage - 1) / KD_T, 1)
-            loss = loss + kd * KD_T * KD_T * F.kl_div(F.log_softmax(own / KD_T, 1), teacher, reduction="batchmean")
+                ensemble = model.combine(before, stage - 1)
+            loss = loss + kd * distill_loss(own, ensemble, KD_T)
         return loss, out
 
     def evaluate(self, model, upto):
@@ -268,6 +288,8 @@ class Trainer(object):
             model.level_weights = st["level_weights"]  # weights fitted by the steps already finished
         if model is not None and getattr(model, "level_heads", None) is not None:
             model.heads_ready = [k in st["done"] for k in range(1, self.G + 1)]  # their tensors are in the state
+        if self.teacher is not None and st["stage"] <= self.G:
+            self.soft = teacher_logits(self.teacher, self.data, self.run_dir, self.device, self.log)
         if st["stage"] > 1 or st["epoch"] > 0:
             self.log("resuming %s from step %d, epoch %d (run dir %s)" % (cfg["scheme"], st["stage"], st["epoch"],
                                                                         self.run_dir))
@@ -306,7 +328,7 @@ class Trainer(object):
                 for i in bar:
                     idx = perm[i * cfg["batch_size"]:(i + 1) * cfg["batch_size"]]
                     idx = idx if self.train_idx is None else self.train_idx[idx]
-                    x = augment(self.norm(self.data.train_x[idx]), gen)
+                    x, flip = augment(self.norm(self.data.train_x[idx]), gen, return_flip=True)
                     if cfg["cutout"]:
                         x = cutout(x, cfg["cutout"], gen)
                     x = x.to(self.device).contiguous(memory_format=torch.channels_last)
@@ -314,11 +336,13 @@ class Trainer(object):
                     lr = one_cycle_lr(epoch * steps_per_epoch + i, total_it, cfg["lr"])
                     for group in opt.param_groups:
                         group["lr"] = lr
+                    soft = self._soft_targets(idx, flip)
                     if cfg["scheme"] == "static":
                         out = model(x, stage)
-                        loss = F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"])
+                        loss = self._with_teacher(F.cross_entropy(out, y, label_smoothing=cfg["label_smoothing"]),
+                                                  out, soft)
                     else:
-                        loss, out = self._loss(model, x, y, stage)
+                        loss, out = self._loss(model, x, y, stage, soft)
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
@@ -388,6 +412,7 @@ class Trainer(object):
                                                  self.num_classes, w) for w in sorted(set(model.widths))},
             "levels": levels,
             "training": {"recipe": self._recipe(), "seconds_per_step": secs,
+                         "teacher": self.teacher.record() if self.teacher is not None else None,
                          "total_seconds": sum(secs.values()), "history": st["history"],
                          "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(self.device)},
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,

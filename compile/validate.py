@@ -52,6 +52,8 @@ def _recipe_rules(scheme):
         ("lr", lambda v: _finite(v) and 0 < v <= 10, "a finite number above 0 and at most 10"),
         ("own_loss_weight", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
         ("distill", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
+        ("teacher_weight", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
+        ("teacher_temp", lambda v: _finite(v) and 0 < v <= 100, "a finite number above 0 and at most 100"),
         ("label_smoothing", lambda v: _finite(v) and 0 <= v < 1, "a finite number from 0 to below 1"),
         ("weight_decay", lambda v: _finite(v) and 0 <= v <= 1, "a finite number from 0 to 1"),
         ("cutout",) + _int_in(0, INPUT_SIZES[1]),

@@ -6,7 +6,8 @@ from compile.errors import UserError
 from runtime.schema import load_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-KEYS = ("arch", "groups", "group_widths", "epochs", "own_loss_weight", "combine")
+KEYS = ("arch", "groups", "group_widths", "epochs", "own_loss_weight", "combine", "teacher", "teacher_weight",
+        "teacher_temp")
 
 
 def names():
