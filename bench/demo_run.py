@@ -5,7 +5,7 @@ import time
 import numpy as np
 
 from bench.demo_load import LoadGenerator, group_alive
-from runtime.profile_schema import p95
+from runtime.profile_schema import p95, point_kwargs
 
 SCHEDULE = {"lo": (0.15, 0.30), "load": (0.40, 0.80)}
 
@@ -31,10 +31,7 @@ class FixedRunner(object):
 
     def __init__(self, model, point):
         self.model, self._point = model, point
-        kw = {"level": point["level"]}
-        if point.get("threads") is not None:
-            kw["threads"] = point["threads"]
-        model.set_operating_point(**kw)
+        apply_point(model, point)
 
     def set_budget(self, ms):
         pass
@@ -46,12 +43,17 @@ class FixedRunner(object):
         return self._point
 
 
+def apply_point(model, point):
+    """The whole point (placement and precision too: a split or int8 point measured on the default engine
+    would anchor the budget on another point's time). The platform is left alone, as the demo's manager
+    leaves it on a machine with one cluster and no DVFS."""
+    model.set_operating_point(**point_kwargs(point, None, getattr(model, "precisions", None) or ["fp32"],
+                                             pin=False))
+
+
 def measure_p95(model, point, x, seconds=1.0):
     """p95 latency (ms) of one operating point at x's batch size, on the machine as it is now."""
-    kw = {"level": point["level"]}
-    if point.get("threads") is not None:
-        kw["threads"] = point["threads"]
-    model.set_operating_point(**kw)
+    apply_point(model, point)
     model.infer(x)
     ts, end = [], time.perf_counter() + seconds
     while time.perf_counter() < end or len(ts) < 20:

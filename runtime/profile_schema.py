@@ -98,6 +98,33 @@ def precision(point):
     return point.get("precision") or "fp32"
 
 
+def point_kwargs(point, prev=None, precisions=("fp32",), pin=True):
+    """Model.set_operating_point keywords that move a model from point `prev` to `point`: only the fields
+    that change; prev None applies the point whole (level, threads, placement, precision, clocks).
+    precisions: what the model's engine can switch between; pin: whether to touch the platform (cluster
+    and CPU clock), False on a machine with one cluster and no DVFS."""
+    p, whole = point, prev is None
+    kw = {}
+    if whole or p["level"] != prev["level"]:
+        kw["level"] = p["level"]
+    if p.get("threads") is not None and (whole or p.get("threads") != prev.get("threads")):
+        kw["threads"] = p["threads"]
+    if pin and p.get("cluster") and (whole or p.get("cluster") != prev.get("cluster")
+                                     or p.get("cpu_freq_khz") != prev.get("cpu_freq_khz")):
+        kw["cluster"] = p["cluster"]
+        if p.get("cpu_freq_khz") is not None:
+            kw["cpu_freq_khz"] = p["cpu_freq_khz"]
+        if p.get("threads") is not None:
+            kw["threads"] = p["threads"]  # else Model would use every core of the cluster
+    if len(precisions) > 1 and (whole or precision(p) != precision(prev)) and precision(p) in precisions:
+        kw["precision"] = precision(p)
+    if p.get("gpu_freq_hz") is not None and (whole or p.get("gpu_freq_hz") != prev.get("gpu_freq_hz")):
+        kw["gpu_freq_hz"] = p["gpu_freq_hz"]
+    if p.get("placement") if whole else placement_key(p) != placement_key(prev):
+        kw["placement"] = p.get("placement")  # issue 14: None runs the level on one PE again
+    return kw
+
+
 def placement_key(point):
     """The point's placement as canonical JSON text (None for one PE)."""
     pl = point.get("placement")

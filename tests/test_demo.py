@@ -65,3 +65,46 @@ def test_demo_can_leave_the_profiles_placements_out_of_the_managers_choice(host_
         doc = json.load(f)
     assert doc["settings"]["placements"] is False
     assert "cpu:0+cpu:1" not in res.stdout.split("p95 latency front:")[1].splitlines()[0]
+
+
+class _Recorder(object):
+    precisions = ["fp32", "int8"]
+
+    def __init__(self):
+        self.calls = []
+
+    def set_operating_point(self, **kw):
+        self.calls.append(kw)
+
+    def infer(self, x):
+        return x
+
+
+SPLIT_INT8 = {"level": 4, "threads": None, "pe": "cpu:0+cpu:1", "cluster": None, "precision": "int8",
+              "placement": {"cpu:0": {"groups": [4], "engine": "tflite", "threads": 1},
+                            "cpu:1": {"groups": [1, 2, 3], "engine": "tflite", "threads": 1}}}
+
+
+def test_the_fixed_model_and_the_budget_anchor_run_the_whole_profile_point():
+    """A split int8 top point is measured as that point, not as its level on the default engine at float32."""
+    from bench.demo_run import FixedRunner, measure_p95
+    m = _Recorder()
+    FixedRunner(m, SPLIT_INT8)
+    measure_p95(m, dict(SPLIT_INT8, threads=2, placement=None, precision=None, pe="cpu"), None, seconds=0.0)
+    assert m.calls == [{"level": 4, "precision": "int8", "placement": SPLIT_INT8["placement"]},
+                       {"level": 4, "threads": 2, "precision": "fp32"}]
+
+
+def test_point_kwargs_moves_only_what_changes_and_applies_a_point_whole_from_nowhere():
+    from runtime.profile_schema import point_kwargs
+    one_pe = {"level": 2, "threads": 2, "pe": "cpu", "cluster": "cpu", "cpu_freq_khz": None}
+    assert point_kwargs(one_pe, None, ["fp32"], pin=False) == {"level": 2, "threads": 2}
+    assert point_kwargs(one_pe, None, ["fp32"], pin=True) == {"level": 2, "threads": 2, "cluster": "cpu"}
+    assert point_kwargs(dict(one_pe, level=3), one_pe, ["fp32"], pin=True) == {"level": 3}
+    # to a split: the level and placement change; back: placement None runs the level on one PE again
+    assert point_kwargs(SPLIT_INT8, one_pe, ["fp32", "int8"], pin=False) == {
+        "level": 4, "precision": "int8", "placement": SPLIT_INT8["placement"]}
+    assert point_kwargs(dict(one_pe, level=4), SPLIT_INT8, ["fp32", "int8"], pin=False) == {
+        "threads": 2, "precision": "fp32", "placement": None}
+    # an engine with one precision is never asked to switch
+    assert "precision" not in point_kwargs(SPLIT_INT8, None, ["fp32"], pin=False)

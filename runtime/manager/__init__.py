@@ -240,25 +240,9 @@ class Manager(object):
         p, prev = self.points[j], (self.points[self._applied] if self._applied is not None else None)
         model = self._model_of[j]
         new_model = prev is None or self._model_of[self._applied] is not model
-        kw = {}
-        if new_model or p["level"] != prev["level"]:
-            kw["level"] = p["level"]
-        if p.get("threads") is not None and (new_model or p.get("threads") != prev.get("threads")):
-            kw["threads"] = p["threads"]
-        changed_cluster = prev is None or p.get("cluster") != prev.get("cluster")
-        if self._pin and p.get("cluster") and (changed_cluster or p.get("cpu_freq_khz") != prev.get("cpu_freq_khz")):
-            kw["cluster"] = p["cluster"]
-            if p.get("cpu_freq_khz") is not None:
-                kw["cpu_freq_khz"] = p["cpu_freq_khz"]
-            if "threads" not in kw and p.get("threads") is not None:
-                kw["threads"] = p["threads"]  # else Model would use every core of the cluster
         precs = getattr(model, "precisions", None) or ["fp32"]  # issue 13; engines without a choice have one
-        if len(precs) > 1 and (new_model or ps.precision(p) != ps.precision(prev)) and ps.precision(p) in precs:
-            kw["precision"] = ps.precision(p)
-        if p.get("gpu_freq_hz") is not None and (prev is None or p.get("gpu_freq_hz") != prev.get("gpu_freq_hz")):
-            kw["gpu_freq_hz"] = p["gpu_freq_hz"]
-        if p.get("placement") if new_model else ps.placement_key(p) != ps.placement_key(prev):
-            kw["placement"] = p.get("placement")  # issue 14: None runs the level on one PE again
+        kw = ps.point_kwargs(p, None if new_model else prev, precs, self._pin)
+        changed_cluster = prev is None or p.get("cluster") != prev.get("cluster")
         if kw:
             model.set_operating_point(**kw)
         if self._pin and p.get("cpu_freqs_khz") and (prev is None or p["cpu_freqs_khz"] != prev.get("cpu_freqs_khz")):
