@@ -32,6 +32,9 @@ def main(argv):
     import numpy as np
     import runtime
     from runtime.backends.tflite_backend import TFLiteBackend, interpreter_class  # noqa: F401
+    # what runtime.load and Model import lazily (the board layer, placement, workers), so the engine's
+    # growth is its engine, not modules the bare-interpreter side never pays for
+    import runtime.bundle, runtime.placement, runtime.platform, runtime.platform.sysfs, runtime.workers  # noqa: E401,F401
     cls, binding = interpreter_class()
     threads = int(spec.get("threads", 1))
     shape = tuple(spec["input_shape"])
