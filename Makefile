@@ -7,7 +7,7 @@ PY36_VENV := .venv-py36
 # The Jetson Nano's Python (JetPack 4.6); CI's image has it under pyenv, the same path as here.
 PY36 ?= $(HOME)/.pyenv/versions/3.6.15/bin/python
 
-.PHONY: run test venv clean-venv ssh-tools
+.PHONY: run test venv clean-venv ssh-tools diff-size
 
 $(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
@@ -50,3 +50,11 @@ test: $(VENV)/.installed $(TFLITE_VENV)/.installed $(PY36_VENV)/.installed ssh-t
 
 clean-venv:
 	rm -rf $(VENV) $(TFLITE_VENV) $(PY36_VENV)
+
+# What a submission's commits add up to as diffs, binary files as git's base85 patches (the limit is 256 MiB).
+# A retrained model changes every weight, so each engine file counts about 2.5x its size (old and new, base85):
+# docs/artifacts.md has the arithmetic. Usage: make diff-size BASE=<the last commit that landed>
+diff-size:
+	@test -n "$(BASE)" || { echo "error: give BASE=<commit>, the last commit that landed (git log)"; exit 2; }
+	@git log -p --binary --format= $(BASE)..HEAD | wc -c | \
+		awk '{ printf "%.1f MiB of diffs in $(BASE)..HEAD (limit 256 MiB)\n", $$1 / 1048576 }'
