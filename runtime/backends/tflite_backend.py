@@ -37,11 +37,10 @@ def interpreter_class():
 def quantize(x, qparams):
     """float32 -> int8 on a tensor's grid (scale, zero point): what an int8 signature takes."""
     scale, zero = qparams
-    q = np.divide(x, np.float32(scale))  # one temporary, rounded and clamped in place: at batch 1 the
-    np.rint(q, out=q)  # allocations and np.clip's dispatch cost about as much as a small level's kernels
+    q = np.divide(x, np.float32(scale))  # one temporary, rounded and clamped in place
+    np.rint(q, out=q)
     q += np.float32(zero)
-    np.minimum(q, 127, out=q)
-    np.maximum(q, -128, out=q)
+    np.clip(q, -128, 127, out=q)
     return q.astype(np.int8)
 
 
