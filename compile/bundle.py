@@ -36,9 +36,9 @@ ATOL = 1e-4
 
 
 def _versions():
-    from compile.train import _code_version
+    from compile.train_record import code_version
     out = module_versions(["torch", "numpy", "litert_torch", "onnx", "onnxruntime", "ai_edge_litert"])
-    out.update(dynn=compile.__version__, git=_code_version()["git"])
+    out.update(dynn=compile.__version__, git=code_version()["git"])
     return out
 
 

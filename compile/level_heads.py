@@ -130,7 +130,7 @@ def add_heads(checkpoint, data_dir, out_dir, log=print):
     from compile.data import Normalizer, load_dataset
     from compile.errors import UserError
     from compile.model import GroupedNet
-    from compile.train import evaluate_levels, write_summary
+    from compile.train_record import evaluate_levels, write_summary
     src, meta = load_checkpoint(checkpoint)
     path = resolve(checkpoint)
     if not isinstance(src, GroupedNet) or meta.get("combine") != "fitted":

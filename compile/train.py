@@ -13,7 +13,6 @@ re-running the same command after a kill continues from the last finished epoch.
 import json
 import math
 import os
-import subprocess
 import sys
 import time
 
@@ -21,7 +20,6 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import compile
 from compile.arch import layer_table, load_spec, parse_widths
 from compile.checkpoint import atomic_save_tensors, atomic_write_bytes, save_checkpoint, umask_mode
 from compile.data import Normalizer, augment, channel_stats
@@ -30,6 +28,7 @@ from compile.combine import COMBINES, fit_level_weights, holdout_split
 from compile.level_heads import fit_level_head, head_record
 from compile.model import GroupedNet, build_model, count_macs, count_params
 from compile.teacher import TEACHER_T, distill_loss, load_teacher, teacher_logits
+from compile.train_record import code_version, evaluate_levels, write_summary
 from compile.validate import (check_loss, check_recipe, parse_epochs, read_run_state, read_run_tensors,
                               restore_run_weights)
 from runtime.cli import utc_now
@@ -122,31 +121,6 @@ def _stage_seed(seed, stage, epoch=None):
     return seed * 1000003 + stage * 1009 + (0 if epoch is None else epoch + 1) * 7919
 
 
-def _code_version():
-    """The package version and the commit (git rev-parse; None outside a checkout or without git)."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--verify", "HEAD"], cwd=root, stdout=subprocess.PIPE,
-                             stderr=subprocess.DEVNULL, universal_newlines=True, timeout=10, check=True).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        rev = None
-    return {"package": compile.__version__, "git": rev or None}
-
-
-@torch.no_grad()
-def evaluate_levels(model, norm, test_x, test_y, upto, device="cpu"):
-    """Accuracy (fractions) of levels 1..upto on a labelled set, in chunks (the set may be a disk cache)."""
-    model.eval()
-    correct = torch.zeros(upto)
-    for i in range(0, len(test_x), 500):
-        x = norm(test_x[i:i + 500]).to(device).contiguous(memory_format=torch.channels_last)
-        outs = model.all_levels(x, upto)
-        y = test_y[i:i + 500].to(device)
-        for k, o in enumerate(outs):
-            correct[k] += (o.argmax(1) == y).sum().item()
-    return (correct / len(test_x)).tolist()
-
-
 class Trainer(object):
     def __init__(self, cfg, data, run_dir, out_dir, log=print, progress=True):
         self.cfg, self.data, self.run_dir, self.out_dir = cfg, data, run_dir, out_dir
@@ -169,7 +143,7 @@ class Trainer(object):
 
     def _recipe(self):
         rec = {k: self.cfg[k] for k in RECIPE_KEYS}
-        # teacher keys only with a teacher, so run dirs and checkpoints from before them keep their recipe;
+        # teacher keys only with a teacher, so run dirs and checkpoints from before them keep their recipe
         if self.teacher is not None:  # the teacher by content: a retrained file at the same path is another run
             rec.update(teacher=self.teacher.sha256, teacher_weight=self.cfg["teacher_weight"],
                        teacher_temp=self.cfg["teacher_temp"])
@@ -181,9 +155,9 @@ class Trainer(object):
             return {"recipe": self._recipe(), "data": self.data.fingerprint, "stage": 1, "epoch": 0,
                     "history": [], "stage_seconds": {}, "done": []}, None
         st = read_run_state(jpath, self.run_dir)
-        if st.get("recipe") != self._recipe():
-            mine = self._recipe()
-            diff = sorted(k for k in set(mine) | set(st.get("recipe", {})) if st.get("recipe", {}).get(k) != mine.get(k))
+        mine, theirs = self._recipe(), st.get("recipe") or {}
+        if theirs != mine:
+            diff = sorted(k for k in set(mine) | set(theirs) if theirs.get(k) != mine.get(k))
             raise UserError("run directory %s was started with different settings (%s); pass the same flags "
                             "to resume, or a new --run-dir" % (self.run_dir, ", ".join(diff)))
         if st.get("data") != self.data.fingerprint:
@@ -418,7 +392,7 @@ class Trainer(object):
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
                      "train_images": len(self.data.train_x) - len(self.hold_idx),
                      "test_images": len(self.data.test_x), "held_out_images": len(self.hold_idx)},
-            "code_version": _code_version(),
+            "code_version": code_version(),
             "created": utc_now(),
         }
 
@@ -452,43 +426,3 @@ class Trainer(object):
         save_checkpoint(model, meta, os.path.join(d, "model.safetensors"))
         write_summary(meta, os.path.join(d, "training.md"))
         model.to(self.device, memory_format=torch.channels_last)
-
-
-def write_summary(meta, path):
-    """A short Markdown record of a finished training run, kept next to the checkpoint."""
-    t = meta["training"]
-    lines = ["# Training summary: %s, %s, %d group(s)" % (meta["scheme"], meta["arch"], meta["groups"]), "",
-             "Recipe: `%s`" % json.dumps({k: v for k, v in t["recipe"].items() if k != "arch_spec"}, sort_keys=True),
-             "", "Path (one group, width 1): %s" % " -> ".join(
-                 b["type"] + ("%d" % b.get("channels", b.get("units", 0)) if ("channels" in b or "units" in b) else "")
-                 for b in meta.get("arch_spec", {}).get("blocks", [])), "",
-             "Data: %s, %d train / %d test images, fingerprint %s" % (
-                 meta["data"]["kind"], meta["data"]["train_images"], meta["data"]["test_images"],
-                 meta["data"]["fingerprint"][:16]), "",
-             "Wall time: %.1f min in all (%s), torch %s, %d threads" % (
-                 t["total_seconds"] / 60, ", ".join("step %s %.1f min" % (k, v / 60)
-                                                    for k, v in sorted(t["seconds_per_step"].items())),
-                 t["torch"], t["threads"]), "",
-             "| level | params | MMACs | test accuracy |", "|---|---|---|---|"]
-    for lv in meta["levels"]:
-        lines.append("| %d | %d | %.2f | %.2f%% |" % (lv["level"], lv["params"], lv["macs"] / 1e6,
-                                                     100 * lv["test_accuracy"]))
-    heads = meta.get("level_heads")
-    if heads:
-        lines += ["", "Level heads (compile/level_heads.py): level k's linear head over the features of groups 1..k, "
-                  "fitted after step k; L2 pull towards the plain combination chosen on %d held-out images%s." % (
-                      heads["fits"][0]["held_out_images"], "; " + heads["added_by"] if heads.get("added_by") else ""),
-                  "", "| level | pull | held-out acc before | after | test acc without head | fit s |",
-                  "|---|---|---|---|---|---|"]
-        for f, lv in zip(heads["fits"], meta["levels"]):
-            lines.append("| %d | %g | %.2f%% | %.2f%% | %s | %s |" % (
-                f["level"], f["pull"], 100 * f["held_out_before"], 100 * f["held_out_after"],
-                "%.2f%%" % (100 * lv["test_accuracy_without_heads"]) if "test_accuracy_without_heads" in lv else "-",
-                "%.0f" % f["seconds"] if "seconds" in f else "-"))
-    lines += ["", "Per epoch (test accuracy of every trained level):", "",
-              "| step | epoch | loss | train acc | test acc by level | s |", "|---|---|---|---|---|---|"]
-    for h in t["history"]:
-        lines.append("| %d | %d | %.3f | %.2f%% | %s | %.0f |" % (
-            h["step"], h["epoch"], h["loss"], 100 * h["train_acc"],
-            " / ".join("%.2f" % (100 * a) for a in h["test_acc"]), h["seconds"]))
-    atomic_write_bytes(path, ("\n".join(lines) + "\n").encode(), umask_mode())

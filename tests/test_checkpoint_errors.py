@@ -208,10 +208,10 @@ def test_training_through_a_pipe_prints_one_line_per_epoch_and_no_progress_bar(t
 
 def test_code_version_is_the_commit_git_reports():
     import subprocess
-    from compile.train import _code_version
+    from compile.train_record import code_version
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(os.path.dirname(__file__)),
                           stdout=subprocess.PIPE, universal_newlines=True).stdout.strip()
-    assert _code_version()["git"] == (head or None)
+    assert code_version()["git"] == (head or None)
 
 
 def test_quiet_fds_hides_native_output_and_shows_it_only_when_the_block_fails(capfd):
