@@ -226,6 +226,9 @@ def build_parser(argv=()):
     t.add_argument("--teacher", default=None, metavar="CKPT",
                    help="distil every step from this checkpoint's top level (a model trained on the same data, "
                         "e.g. a wider static baseline); its logits are computed once and cached in the run dir")
+    t.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
+                   help="train the teacher first: the static full-width model of the same family for N epochs, in "
+                        "RUN_DIR/teacher (resumable; its time counts in the schedule's)")
     t.add_argument("--teacher-weight", type=float, default=None, metavar="W",
                    help="weight of the teacher's soft targets next to the labels (default 1)")
     t.add_argument("--teacher-temp", type=float, default=None, metavar="T",

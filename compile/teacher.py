@@ -36,13 +36,16 @@ def distill_loss(student_logits, teacher_logits, temperature):
 class Teacher(object):
     def __init__(self, path, model, meta, digest):
         self.path, self.model, self.meta, self.sha256 = path, model, meta, digest
+        self.logits_seconds = None  # set by teacher_logits: what computing the soft targets took
 
     def record(self):
-        """What a checkpoint records of its teacher (the run's recipe keeps the sha256 only)."""
+        """What a checkpoint records of its teacher (the run's recipe keeps the sha256 only); its training
+        and the soft targets are part of what the student's schedule cost."""
         top = self.meta["levels"][-1]
         return {"path": _shown(self.path), "sha256": self.sha256, "scheme": self.meta["scheme"],
                 "test_accuracy": top.get("test_accuracy"), "macs": top.get("macs"),
-                "training_seconds": self.meta.get("training", {}).get("total_seconds")}
+                "training_seconds": self.meta.get("training", {}).get("total_seconds"),
+                "logits_seconds": self.logits_seconds}
 
 
 def _shown(path):
@@ -76,13 +79,14 @@ def teacher_logits(teacher, data, run_dir, device="cpu", log=print):
     cache = os.path.join(run_dir, "teacher-%s.safetensors" % teacher.sha256[:16])
     n, classes = len(data.train_x), int(teacher.meta["num_classes"])
     if os.path.isfile(cache):
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
+        from safetensors import SafetensorError, safe_open
         try:
-            cached = load_file(cache).get("logits")
-        except (SafetensorError, OSError, ValueError):
-            cached = None
+            with safe_open(cache, "pt") as f:
+                cached, seconds = f.get_tensor("logits"), float((f.metadata() or {}).get("seconds", "nan"))
+        except (SafetensorError, OSError, ValueError, KeyError):
+            cached = seconds = None
         if cached is not None and tuple(cached.shape) == (2, n, classes):
+            teacher.logits_seconds = None if seconds != seconds else seconds  # nan: not recorded
             return cached
         log("teacher cache %s is unreadable or of another shape; computing it again" % cache)
     t0 = time.time()
@@ -95,9 +99,11 @@ def teacher_logits(teacher, data, run_dir, device="cpu", log=print):
         out[0, i:i + 500] = model(x).float().cpu()
         out[1, i:i + 500] = model(x.flip(3)).float().cpu()
     teacher.model.to("cpu")
+    teacher.logits_seconds = time.time() - t0
     os.makedirs(run_dir, exist_ok=True)
     atomic_save_tensors({"logits": out}, cache, metadata={"teacher_sha256": teacher.sha256,
-                                                          "data_fingerprint": data.fingerprint})
+                                                          "data_fingerprint": data.fingerprint,
+                                                          "seconds": "%.3f" % teacher.logits_seconds})
     log("teacher %s: logits of %d training images, plain and flipped, in %.0f s (cached in %s)"
-        % (_shown(teacher.path), n, time.time() - t0, cache))
+        % (_shown(teacher.path), n, teacher.logits_seconds, cache))
     return out

@@ -42,7 +42,7 @@ def default_config(**over):
     cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
                input_size=32, threads=None, group_widths=None, combine="mean", distill=0.0, cutout=0,
-               device="cpu", only=None, teacher=None, teacher_weight=1.0, teacher_temp=TEACHER_T)
+               device="cpu", only=None, teacher=None, teacher_weight=1.0, teacher_temp=TEACHER_T, teacher_epochs=None)
     for k, v in over.items():
         if v is not None:
             cfg[k] = v
@@ -70,6 +70,12 @@ def default_config(**over):
     if cfg["combine"] == "heads" and cfg["scheme"] != "grouped":
         raise UserError("--combine heads needs --scheme grouped (a level head reads each group path's features); "
                         "use --combine fitted")
+    if cfg["teacher"] and cfg["teacher_epochs"]:
+        raise UserError("--teacher and --teacher-epochs both name a teacher; give the checkpoint, or the epochs to "
+                        "train one in the run dir")
+    if cfg["teacher_epochs"] and cfg["scheme"] == "static":
+        raise UserError("--teacher-epochs trains the static full-width model as a teacher for incremental groups; "
+                        "a static baseline takes --teacher CKPT")
     return check_recipe(cfg)
 
 
@@ -147,7 +153,25 @@ class Trainer(object):
         if self.teacher is not None:  # the teacher by content: a retrained file at the same path is another run
             rec.update(teacher=self.teacher.sha256, teacher_weight=self.cfg["teacher_weight"],
                        teacher_temp=self.cfg["teacher_temp"])
+            if self.cfg["teacher_epochs"]:
+                rec["teacher_epochs"] = self.cfg["teacher_epochs"]
         return rec
+
+    def _own_teacher(self):
+        """--teacher-epochs N: the static full-width model of this run's family (groups 1..G at the run's
+        widths, trained jointly, the same settings otherwise) trained first in RUN_DIR/teacher, resumable like
+        any run and reused once finished; its time counts in the schedule's."""
+        cfg, d = self.cfg, os.path.join(self.run_dir, "teacher")
+        path = os.path.join(d, "width-%d" % self.G, "model.safetensors")
+        if not os.path.isfile(path):
+            tcfg = default_config(
+                scheme="static", arch=cfg["arch"], groups=self.G, group_widths=cfg["group_widths"],
+                epochs=cfg["teacher_epochs"], only=str(self.G), **{k: cfg[k] for k in (
+                    "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "seed", "input_size",
+                    "threads", "cutout", "device")})
+            self.log("training the teacher: the static width-%d model, %d epochs, in %s" % (self.G, cfg["teacher_epochs"], d))
+            Trainer(tcfg, self.data, os.path.join(d, "run"), d, log=self.log, progress=self.progress).run()
+        return path
 
     def _load_state(self):
         jpath, tpath = self._state_paths()
@@ -250,6 +274,8 @@ class Trainer(object):
         cfg = self.cfg
         if cfg.get("threads"):
             torch.set_num_threads(int(cfg["threads"]))
+        if cfg["teacher_epochs"] and self.teacher is None:
+            self.teacher = load_teacher(self._own_teacher(), self.data, cfg["input_size"])
         st, tensors = self._load_state()
         model = None
         if tensors is not None and st["stage"] <= self.G:
@@ -387,7 +413,8 @@ class Trainer(object):
             "levels": levels,
             "training": {"recipe": self._recipe(), "seconds_per_step": secs,
                          "teacher": self.teacher.record() if self.teacher is not None else None,
-                         "total_seconds": sum(secs.values()), "history": st["history"],
+                         "total_seconds": sum(secs.values()), "schedule_seconds": self._schedule_seconds(secs),
+                         "history": st["history"],
                          "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(self.device)},
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
                      "train_images": len(self.data.train_x) - len(self.hold_idx),
@@ -395,6 +422,15 @@ class Trainer(object):
             "code_version": code_version(),
             "created": utc_now(),
         }
+
+    def _schedule_seconds(self, secs):
+        """What the whole schedule cost: the steps, plus the teacher's training and soft targets when one
+        was used (issue 12 counts a teacher in the training budget)."""
+        total = sum(secs.values())
+        if self.teacher is not None:
+            rec = self.teacher.record()
+            total += (rec["training_seconds"] or 0) + (rec["logits_seconds"] or 0)
+        return total
 
     def _levels(self, model, only=None):
         accs = self.evaluate(model, model.num_groups)

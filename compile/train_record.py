@@ -35,6 +35,10 @@ def evaluate_levels(model, norm, test_x, test_y, upto, device="cpu"):
     return (correct / len(test_x)).tolist()
 
 
+def _minutes(seconds):
+    return "-" if seconds is None else "%.1f min" % (seconds / 60)
+
+
 def write_summary(meta, path):
     """A short Markdown record of a finished training run, kept next to the checkpoint."""
     t = meta["training"]
@@ -49,9 +53,10 @@ def write_summary(meta, path):
     teacher = t.get("teacher")
     if teacher:
         acc = teacher.get("test_accuracy")
-        lines += ["Teacher: %s (%s, %s test, sha256 %s)" % (teacher["path"], teacher["scheme"],
-                                                           "-" if acc is None else "%.2f%%" % (100 * acc),
-                                                           teacher["sha256"][:16]), ""]
+        lines += ["Teacher: %s (%s, %s test, sha256 %s): trained in %s, soft targets in %s; the schedule with "
+                  "it %.1f min" % (teacher["path"], teacher["scheme"], "-" if acc is None else "%.2f%%" % (100 * acc),
+                                   teacher["sha256"][:16], _minutes(teacher.get("training_seconds")),
+                                   _minutes(teacher.get("logits_seconds")), t["schedule_seconds"] / 60), ""]
     lines += ["Wall time: %.1f min in all (%s), torch %s, %d threads" % (
                   t["total_seconds"] / 60, ", ".join("step %s %.1f min" % (k, v / 60)
                                                      for k, v in sorted(t["seconds_per_step"].items())),

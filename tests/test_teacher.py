@@ -123,3 +123,25 @@ def test_bad_teacher_flags_are_one_line_before_anything_runs(tiny_data, tmp_path
     r = run_cli(["build.py", "train", "--data", tiny_data, "--teacher", "x", flag, value, "--out", str(tmp_path / "o")])
     assert r.returncode == 1 and r.stderr.strip().count("\n") == 0 and flag in r.stderr
     assert not os.path.exists(str(tmp_path / "o"))
+
+
+def test_teacher_epochs_trains_the_static_full_width_teacher_first_and_counts_it_in_the_schedule(tiny_data, tmp_path):
+    run = tmp_path / "run"
+    path = train_tiny(tiny_data, str(tmp_path / "out"), str(run), groups=2, group_widths="1,1.5", teacher_epochs=1)
+    own = run / "teacher" / "width-2" / "model.safetensors"
+    teacher_meta = json.load(open(str(own.with_suffix(".json"))))
+    assert teacher_meta["scheme"] == "static" and teacher_meta["group_widths"] == [1.0, 1.5]
+    meta = json.load(open(os.path.splitext(path)[0] + ".json"))
+    t = meta["training"]
+    from compile.checkpoint import sha256_file
+    assert t["recipe"]["teacher"] == sha256_file(str(own)) and t["recipe"]["teacher_epochs"] == 1
+    spent = t["teacher"]["training_seconds"] + t["teacher"]["logits_seconds"]
+    assert spent > 0 and abs(t["schedule_seconds"] - (t["total_seconds"] + spent)) < 1e-6
+    assert "the schedule with it" in open(str(tmp_path / "out" / "training.md")).read()
+
+
+def test_teacher_flags_that_cannot_go_together_are_refused_in_one_line():
+    with pytest.raises(UserError, match="--teacher and --teacher-epochs"):
+        default_config(teacher="x", teacher_epochs=2)
+    with pytest.raises(UserError, match="static baseline takes --teacher CKPT"):
+        default_config(scheme="static", teacher_epochs=2)

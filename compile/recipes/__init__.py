@@ -7,7 +7,7 @@ from runtime.schema import load_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("arch", "groups", "group_widths", "epochs", "own_loss_weight", "combine", "teacher", "teacher_weight",
-        "teacher_temp")
+        "teacher_temp", "teacher_epochs")
 
 
 def names():
@@ -37,6 +37,7 @@ def merge(recipe, flags, scheme):
     if scheme == "static":
         out.pop("combine", None)
         out.pop("own_loss_weight", None)
+        out.pop("teacher_epochs", None)  # a teacher for incremental groups; a static model takes --teacher
     widths = set(str(out.get("group_widths", "1")).split(","))
     if scheme == "dense" and flags.get("group_widths") is None and len(widths) > 1:
         raise UserError("the dense baseline has equal groups only, and this recipe's are %s; pass --recipe paper "
