@@ -51,6 +51,21 @@ def train_tiny(data, out, run_dir, groups=3, scheme="grouped", epochs=1, **over)
     return os.path.join(out, "model.safetensors")
 
 
+def step_snapshots(monkeypatch):
+    """Record the full model state each time a training step finishes."""
+    snaps = {}
+    from compile.train import Trainer
+    orig = Trainer._save_state
+
+    def spy(self, st, model, opt):
+        if st["epoch"] == 0 and st["done"]:
+            snaps[st["done"][-1]] = {k: v.clone() for k, v in model.state_dict().items()}
+        return orig(self, st, model, opt)
+
+    monkeypatch.setattr(Trainer, "_save_state", spy)
+    return snaps
+
+
 @pytest.fixture(scope="session")
 def tiny_ckpt(tiny_data, tmp_path_factory):
     d = tmp_path_factory.mktemp("ckpt")

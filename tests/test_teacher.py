@@ -10,7 +10,7 @@ from compile.checkpoint import load_checkpoint
 from compile.data import Normalizer, augment, load_dataset
 from compile.errors import UserError
 from compile.train import Trainer, default_config
-from conftest import make_cifar_like, run_cli, train_tiny
+from conftest import make_cifar_like, run_cli, step_snapshots, train_tiny
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +55,8 @@ def test_teacher_logits_are_its_outputs_plain_and_flipped_and_computed_once(tiny
     t2.run()
 
 
-def test_teacher_term_pulls_towards_the_teacher_and_frozen_groups_stay_bit_for_bit(tiny_data, teacher_ckpt, tmp_path):
+def test_teacher_term_pulls_towards_the_teacher_and_frozen_groups_stay_bit_for_bit(tiny_data, teacher_ckpt, tmp_path,
+                                                                                     monkeypatch):
     t = _trainer(tiny_data, str(tmp_path / "r"), str(tmp_path / "o"), teacher=teacher_ckpt, teacher_weight=2.0)
     model = t._new_model(1)
     torch.manual_seed(0)
@@ -66,19 +67,8 @@ def test_teacher_term_pulls_towards_the_teacher_and_frozen_groups_stay_bit_for_b
         agrees = t._loss(model, x, y, 2, soft=own * 4)[0].item()  # a teacher that ranks the classes as group 2 does
         disagrees = t._loss(model, x, y, 2, soft=-own * 4)[0].item()
     assert plain < agrees < disagrees
-    snaps = {}
-    orig = Trainer._save_state
-
-    def spy(self, st, m, opt):
-        if st["epoch"] == 0 and st["done"]:
-            snaps[st["done"][-1]] = {k: v.clone() for k, v in m.state_dict().items()}
-        return orig(self, st, m, opt)
-
-    Trainer._save_state = spy
-    try:
-        train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, teacher=teacher_ckpt)
-    finally:
-        Trainer._save_state = orig
+    snaps = step_snapshots(monkeypatch)
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, teacher=teacher_ckpt)
     final = load_file(str(tmp_path / "out" / "model.safetensors"))
     for k in [k for k in final if k.startswith("groups.0.")]:
         assert torch.equal(snaps[1][k], final[k]), k

@@ -5,28 +5,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from compile.data import load_dataset
 from compile.train import Trainer, default_config
-from conftest import train_tiny
-
-
-def _snapshots(monkeypatch):
-    """Record the full model state each time a training step finishes."""
-    snaps = {}
-    orig = Trainer._save_state
-
-    def spy(self, st, model, opt):
-        if st["epoch"] == 0 and st["done"]:
-            snaps[st["done"][-1]] = {k: v.clone() for k, v in model.state_dict().items()}
-        return orig(self, st, model, opt)
-
-    monkeypatch.setattr(Trainer, "_save_state", spy)
-    return snaps
+from conftest import step_snapshots, train_tiny
 
 
 @pytest.mark.parametrize("scheme,prefix", [("grouped", "groups.{}."), ("dense", None)])
 def test_later_steps_leave_earlier_groups_bit_for_bit_unchanged(tiny_data, tmp_path, monkeypatch, scheme, prefix):
-    snaps = _snapshots(monkeypatch)
+    snaps = step_snapshots(monkeypatch)
     train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, scheme=scheme, epochs=1)
     final = load_file(str(tmp_path / "out" / "model.safetensors"))
 
@@ -129,7 +114,7 @@ def test_distillation_adds_a_positive_term_and_keeps_frozen_groups_fixed(tiny_da
         x = torch.randn(8, 3, 32, 32)
         losses[kd] = t._loss(model, x, torch.arange(8) % 3, 2)[0].item()
     assert losses[1.0] > losses[0.0]  # KL(teacher || group 2) >= 0, and > 0 for two untrained paths
-    snaps = _snapshots(monkeypatch)
+    snaps = step_snapshots(monkeypatch)
     train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, distill=1.0)
     final = load_file(str(tmp_path / "out" / "model.safetensors"))
     for k in [k for k in final if k.startswith("groups.0.")]:
