@@ -223,6 +223,9 @@ def build_parser(argv=()):
                    help="weight of group k's own loss next to the level-k loss (default: the recipe's)")
     t.add_argument("--distill", type=float, default=None, metavar="W",
                    help="weight of distilling group k from the frozen level k-1 (the ensemble so far; default 0)")
+    t.add_argument("--holdout", type=float, default=None, metavar="F",
+                   help="fraction of the training set held out to fit level weights and choose the heads' pull "
+                        "(default 0.1, at most 5000 images); --combine mean holds nothing out")
     t.add_argument("--teacher", default=None, metavar="CKPT",
                    help="distil every step from this checkpoint's top level (a model trained on the same data, "
                         "e.g. a wider static baseline); its logits are computed once and cached in the run dir")

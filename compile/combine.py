@@ -16,12 +16,13 @@ HOLDOUT_MAX = 5000  # plenty to fit k <= 8 numbers
 PULL = 0.05  # weight of the penalty on log(w) - log(1/k)
 
 
-def holdout_split(data, combine, seed):
-    """(train indices or None for all, held-out indices): a seeded, class-blind slice for fitting weights."""
+def holdout_split(data, combine, seed, fraction=None):
+    """(train indices or None for all, held-out indices): a seeded, class-blind slice for fitting weights,
+    `fraction` of the training set (HOLDOUT_FRACTION when None), at most HOLDOUT_MAX images."""
     if combine == "mean":
         return None, torch.zeros(0, dtype=torch.long)
     n = len(data.train_x)
-    n_hold = max(1, min(HOLDOUT_MAX, int(n * HOLDOUT_FRACTION)))
+    n_hold = max(1, min(HOLDOUT_MAX, int(n * (HOLDOUT_FRACTION if fraction is None else fraction))))
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 7 + 3))
     return perm[n_hold:].sort().values, perm[:n_hold].sort().values
 

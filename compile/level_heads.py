@@ -143,7 +143,7 @@ def add_heads(checkpoint, data_dir, out_dir, log=print):
         raise UserError("--data %s is not the data %s was trained on (fingerprint %s, the checkpoint records %s); "
                         "pass that data set" % (data_dir, path, data.fingerprint, meta["data"]["fingerprint"]))
     recipe = meta["training"]["recipe"]
-    train_idx, hold_idx = holdout_split(data, "fitted", int(recipe["seed"]))
+    train_idx, hold_idx = holdout_split(data, "fitted", int(recipe["seed"]), recipe.get("holdout"))
     model = GroupedNet(src.spec, src.num_groups, int(meta["input"]["channels"]), int(meta["num_classes"]),
                        int(meta["input"]["size"]), src.widths, src.level_weights, level_heads=True)
     missing = model.load_state_dict(src.state_dict(), strict=False).missing_keys

@@ -42,7 +42,8 @@ def default_config(**over):
     cfg = dict(scheme="grouped", arch="alexnet-cifar", groups=4, epochs=10, batch_size=128, lr=0.1,
                momentum=0.9, weight_decay=5e-4, label_smoothing=0.1, own_loss_weight=1.0, seed=0,
                input_size=32, threads=None, group_widths=None, combine="mean", distill=0.0, cutout=0,
-               device="cpu", only=None, teacher=None, teacher_weight=1.0, teacher_temp=TEACHER_T, teacher_epochs=None)
+               device="cpu", only=None, teacher=None, teacher_weight=1.0, teacher_temp=TEACHER_T, teacher_epochs=None,
+               holdout=None)
     for k, v in over.items():
         if v is not None:
             cfg[k] = v
@@ -135,7 +136,7 @@ class Trainer(object):
         self.device = torch.device(cfg.get("device") or "cpu")
         self.channels = int(data.train_x.shape[1])
         # --combine fitted holds a fixed slice of the training set out of training to fit level weights on
-        self.train_idx, self.hold_idx = holdout_split(data, cfg["combine"], cfg["seed"])
+        self.train_idx, self.hold_idx = holdout_split(data, cfg["combine"], cfg["seed"], cfg.get("holdout"))
         mean, std = channel_stats(data.train_x)
         self.norm_stats = (mean, std)
         self.norm = Normalizer(mean, std)
@@ -149,7 +150,10 @@ class Trainer(object):
 
     def _recipe(self):
         rec = {k: self.cfg[k] for k in RECIPE_KEYS}
-        # teacher keys only with a teacher, so run dirs and checkpoints from before them keep their recipe
+        # the keys added since (held-out fraction, teacher) only when given, so run dirs and checkpoints from
+        # before them keep their recipe
+        if self.cfg.get("holdout") is not None:
+            rec["holdout"] = self.cfg["holdout"]
         if self.teacher is not None:  # the teacher by content: a retrained file at the same path is another run
             rec.update(teacher=self.teacher.sha256, teacher_weight=self.cfg["teacher_weight"],
                        teacher_temp=self.cfg["teacher_temp"])

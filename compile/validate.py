@@ -55,6 +55,7 @@ def _recipe_rules(scheme):
         ("teacher_weight", lambda v: _finite(v) and 0 <= v <= 100, "a finite number from 0 to 100"),
         ("teacher_temp", lambda v: _finite(v) and 0 < v <= 100, "a finite number above 0 and at most 100"),
         ("teacher_epochs",) + _int_in(1, 10000),
+        ("holdout", lambda v: _finite(v) and 0 < v <= 0.5, "a fraction above 0 and at most 0.5"),
         ("label_smoothing", lambda v: _finite(v) and 0 <= v < 1, "a finite number from 0 to below 1"),
         ("weight_decay", lambda v: _finite(v) and 0 <= v <= 1, "a finite number from 0 to 1"),
         ("cutout",) + _int_in(0, INPUT_SIZES[1]),

@@ -158,3 +158,15 @@ def test_flags_win_over_the_recipe_and_another_group_count_drops_its_per_group_l
     from compile.errors import UserError
     with pytest.raises(UserError, match="equal groups only.*--recipe paper"):
         _recipe_cfg("default", scheme="dense")
+
+
+def test_holdout_sets_the_held_out_slice_and_is_recorded_only_when_given(tiny_data, tmp_path):
+    for frac, held in ((0.25, 64), (None, 25)):  # 256 toy training images; the default holds out 10%
+        path = train_tiny(tiny_data, str(tmp_path / ("o%s" % frac)), str(tmp_path / ("r%s" % frac)), groups=2,
+                          combine="fitted", holdout=frac)
+        meta = json.load(open(os.path.splitext(path)[0] + ".json"))
+        assert meta["data"]["held_out_images"] == held and meta["data"]["train_images"] == 256 - held
+        assert meta["training"]["recipe"].get("holdout") == frac
+    from compile.errors import UserError
+    with pytest.raises(UserError, match="--holdout must be a fraction above 0 and at most 0.5"):
+        default_config(holdout=0.6)

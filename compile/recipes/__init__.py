@@ -7,7 +7,7 @@ from runtime.schema import load_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 KEYS = ("arch", "groups", "group_widths", "epochs", "own_loss_weight", "combine", "teacher", "teacher_weight",
-        "teacher_temp", "teacher_epochs")
+        "teacher_temp", "teacher_epochs", "holdout")
 
 
 def names():
