@@ -113,7 +113,8 @@ class Trainer(object):
                 epochs=cfg["teacher_epochs"], only=str(self.G), **{k: cfg[k] for k in (
                     "batch_size", "lr", "momentum", "weight_decay", "label_smoothing", "seed", "input_size",
                     "threads", "cutout", "device")})
-            self.log("training the teacher: the static width-%d model, %d epochs, in %s" % (self.G, cfg["teacher_epochs"], d))
+            self.log("training the teacher: the static width-%d model, %d epochs, in %s"
+                     % (self.G, cfg["teacher_epochs"], d))
             Trainer(tcfg, self.data, os.path.join(d, "run"), d, log=self.log, progress=self.progress).run()
         return path
 
