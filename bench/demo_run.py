@@ -47,8 +47,7 @@ def apply_point(model, point):
     """The whole point (placement and precision too: a split or int8 point measured on the default engine
     would anchor the budget on another point's time). The platform is left alone, as the demo's manager
     leaves it on a machine with one cluster and no DVFS."""
-    model.set_operating_point(**point_kwargs(point, None, getattr(model, "precisions", None) or ["fp32"],
-                                             pin=False))
+    model.set_operating_point(**point_kwargs(point, None, getattr(model, "precisions", None), pin=False))
 
 
 def measure_p95(model, point, x, seconds=1.0):

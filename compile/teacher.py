@@ -38,6 +38,10 @@ class Teacher(object):
         self.path, self.model, self.meta, self.sha256 = path, model, meta, digest
         self.logits_seconds = None  # set by teacher_logits: what computing the soft targets took
 
+    def seconds(self):
+        """What this teacher added to a student's schedule: its training and the soft targets."""
+        return (self.meta.get("training", {}).get("total_seconds") or 0) + (self.logits_seconds or 0)
+
     def record(self):
         """What a checkpoint records of its teacher (the run's recipe keeps the sha256 only); its training
         and the soft targets are part of what the student's schedule cost."""

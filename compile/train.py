@@ -358,7 +358,9 @@ class Trainer(object):
             "levels": levels,
             "training": {"recipe": self._recipe(), "seconds_per_step": secs,
                          "teacher": self.teacher.record() if self.teacher is not None else None,
-                         "total_seconds": sum(secs.values()), "schedule_seconds": self._schedule_seconds(secs),
+                         # what issue 12's training budget counts: the steps, and a teacher's training and soft targets
+                         "total_seconds": sum(secs.values()),
+                         "schedule_seconds": sum(secs.values()) + (self.teacher.seconds() if self.teacher else 0),
                          "history": st["history"],
                          "torch": torch.__version__, "threads": torch.get_num_threads(), "device": str(self.device)},
             "data": {"kind": self.data.kind, "fingerprint": self.data.fingerprint,
@@ -367,15 +369,6 @@ class Trainer(object):
             "code_version": code_version(),
             "created": utc_now(),
         }
-
-    def _schedule_seconds(self, secs):
-        """What the whole schedule cost: the steps, plus the teacher's training and soft targets when one
-        was used (issue 12 counts a teacher in the training budget)."""
-        total = sum(secs.values())
-        if self.teacher is not None:
-            rec = self.teacher.record()
-            total += (rec["training_seconds"] or 0) + (rec["logits_seconds"] or 0)
-        return total
 
     def _levels(self, model, only=None):
         accs = self.evaluate(model, model.num_groups)

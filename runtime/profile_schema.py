@@ -98,10 +98,10 @@ def precision(point):
     return point.get("precision") or "fp32"
 
 
-def point_kwargs(point, prev=None, precisions=("fp32",), pin=True):
+def point_kwargs(point, prev=None, precisions=None, pin=True):
     """Model.set_operating_point keywords that move a model from point `prev` to `point`: only the fields
     that change; prev None applies the point whole (level, threads, placement, precision, clocks).
-    precisions: what the model's engine can switch between; pin: whether to touch the platform (cluster
+    precisions: what the model's engine can switch between (None: one, nothing to switch); pin: whether to touch the platform (cluster
     and CPU clock), False on a machine with one cluster and no DVFS."""
     p, whole = point, prev is None
     kw = {}
@@ -116,7 +116,7 @@ def point_kwargs(point, prev=None, precisions=("fp32",), pin=True):
             kw["cpu_freq_khz"] = p["cpu_freq_khz"]
         if p.get("threads") is not None:
             kw["threads"] = p["threads"]  # else Model would use every core of the cluster
-    if len(precisions) > 1 and (whole or precision(p) != precision(prev)) and precision(p) in precisions:
+    if precisions and len(precisions) > 1 and (whole or precision(p) != precision(prev)) and precision(p) in precisions:
         kw["precision"] = precision(p)
     if p.get("gpu_freq_hz") is not None and (whole or p.get("gpu_freq_hz") != prev.get("gpu_freq_hz")):
         kw["gpu_freq_hz"] = p["gpu_freq_hz"]

@@ -108,3 +108,4 @@ def test_point_kwargs_moves_only_what_changes_and_applies_a_point_whole_from_now
         "threads": 2, "precision": "fp32", "placement": None}
     # an engine with one precision is never asked to switch
     assert "precision" not in point_kwargs(SPLIT_INT8, None, ["fp32"], pin=False)
+    assert "precision" not in point_kwargs(SPLIT_INT8, None, None, pin=False)

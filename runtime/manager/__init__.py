@@ -240,8 +240,7 @@ class Manager(object):
         p, prev = self.points[j], (self.points[self._applied] if self._applied is not None else None)
         model = self._model_of[j]
         new_model = prev is None or self._model_of[self._applied] is not model
-        precs = getattr(model, "precisions", None) or ["fp32"]  # issue 13; engines without a choice have one
-        kw = ps.point_kwargs(p, None if new_model else prev, precs, self._pin)
+        kw = ps.point_kwargs(p, None if new_model else prev, getattr(model, "precisions", None), self._pin)
         changed_cluster = prev is None or p.get("cluster") != prev.get("cluster")
         if kw:
             model.set_operating_point(**kw)
