@@ -162,11 +162,16 @@ class GroupedNet(_Levels, nn.Module):
         level = self.num_groups if level is None else level
         return self._level([self.groups[g].embed(x) for g in range(level)], level)
 
-    def all_levels(self, x, upto=None):
-        """Logits of levels 1..upto from one pass: each group runs once."""
+    def all_levels(self, x, upto=None, known=()):
+        """Logits of levels 1..upto from one pass: each group runs once. `known`: the features of groups
+        1..len(known) for this x, already computed (frozen groups: the trainer reuses them every epoch)."""
         upto = self.num_groups if upto is None else upto
-        feats = [self.groups[g].embed(x) for g in range(upto)]
+        feats = list(known[:upto]) + [self.groups[g].embed(x) for g in range(len(known), upto)]
         return [self._level(feats, k) for k in range(1, upto + 1)]
+
+    def features(self, x, upto):
+        """The features of groups 1..upto (what all_levels takes as `known`)."""
+        return [self.groups[g].embed(x) for g in range(upto)]
 
     def group_parameters(self, g):
         return self.groups[g - 1].parameters()

@@ -29,7 +29,7 @@ from compile.level_heads import fit_level_head, head_record
 from compile.model import GroupedNet, build_model, count_macs, count_params
 from compile.teacher import distill_loss, load_teacher, teacher_logits
 from compile.train_config import RECIPE_KEYS, default_config
-from compile.train_record import code_version, evaluate_levels, write_summary
+from compile.train_record import code_version, evaluate_levels, frozen_features, write_summary
 from compile.validate import check_loss, read_run_state, read_run_tensors, restore_run_weights
 from runtime.cli import utc_now
 
@@ -82,6 +82,7 @@ class Trainer(object):
         self.norm = Normalizer(mean, std)
         self.num_classes = len(data.classes)
         self.teacher = load_teacher(cfg["teacher"], data, cfg["input_size"]) if cfg.get("teacher") else None
+        self._known = None  # (model, step, the frozen groups' test features): see evaluate()
         self.soft = None  # the teacher's cached logits, [2 (plain, flipped), N, classes], read at the run's start
 
     # ---- run-dir state ---------------------------------------------------------------------------
@@ -211,8 +212,14 @@ class Trainer(object):
         return loss, out
 
     def evaluate(self, model, upto):
-        """Test accuracy of levels 1..upto (fractions)."""
-        return evaluate_levels(model, self.norm, self.data.test_x, self.data.test_y, upto, self.device)
+        """Test accuracy of levels 1..upto (fractions). In step `upto` of the grouped scheme groups 1..upto-1 are
+        frozen, so their test features are computed at the step's first evaluation and reused after it."""
+        if self.cfg["scheme"] != "grouped" or upto < 2:
+            return evaluate_levels(model, self.norm, self.data.test_x, self.data.test_y, upto, self.device)
+        if self._known is None or self._known[0] is not model or self._known[1] != upto:
+            self._known = (model, upto, frozen_features(model, self.norm, self.data.test_x, upto - 1, self.device))
+        return evaluate_levels(model, self.norm, self.data.test_x, self.data.test_y, upto, self.device,
+                               known=self._known[2])
 
     # ---- the run ---------------------------------------------------------------------------------
     def run(self):

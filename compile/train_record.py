@@ -8,6 +8,7 @@ import torch
 
 import compile
 from compile.checkpoint import atomic_write_bytes, umask_mode
+from compile.model import GroupedNet
 
 
 def code_version():
@@ -21,15 +22,33 @@ def code_version():
     return {"package": compile.__version__, "git": rev or None}
 
 
+EVAL_CHUNK = 500
+
+
+def _chunks(norm, images, device):
+    for i in range(0, len(images), EVAL_CHUNK):
+        yield i, norm(images[i:i + EVAL_CHUNK]).to(device).contiguous(memory_format=torch.channels_last)
+
+
 @torch.no_grad()
-def evaluate_levels(model, norm, test_x, test_y, upto, device="cpu"):
-    """Accuracy (fractions) of levels 1..upto on a labelled set, in chunks (the set may be a disk cache)."""
+def frozen_features(model, norm, test_x, frozen, device="cpu"):
+    """Features of groups 1..frozen on a set, per chunk, for evaluate_levels(known=...): a step's frozen groups
+    never change, so each epoch's evaluation needs only the group in training (None: nothing to reuse)."""
+    if frozen < 1 or not isinstance(model, GroupedNet):
+        return None
+    model.eval()
+    return [model.features(x, frozen) for _, x in _chunks(norm, test_x, device)]
+
+
+@torch.no_grad()
+def evaluate_levels(model, norm, test_x, test_y, upto, device="cpu", known=None):
+    """Accuracy (fractions) of levels 1..upto on a labelled set, in chunks (the set may be a disk cache).
+    `known`: frozen_features of the same set, reused instead of running those groups again."""
     model.eval()
     correct = torch.zeros(upto)
-    for i in range(0, len(test_x), 500):
-        x = norm(test_x[i:i + 500]).to(device).contiguous(memory_format=torch.channels_last)
-        outs = model.all_levels(x, upto)
-        y = test_y[i:i + 500].to(device)
+    for n, (i, x) in enumerate(_chunks(norm, test_x, device)):
+        outs = model.all_levels(x, upto) if known is None else model.all_levels(x, upto, known[n])
+        y = test_y[i:i + EVAL_CHUNK].to(device)
         for k, o in enumerate(outs):
             correct[k] += (o.argmax(1) == y).sum().item()
     return (correct / len(test_x)).tolist()

@@ -170,3 +170,22 @@ def test_holdout_sets_the_held_out_slice_and_is_recorded_only_when_given(tiny_da
     from compile.errors import UserError
     with pytest.raises(UserError, match="--holdout must be a fraction above 0 and at most 0.5"):
         default_config(holdout=0.6)
+
+
+def test_each_epochs_evaluation_reusing_the_frozen_groups_features_equals_a_full_evaluation(tiny_data, tmp_path,
+                                                                                         monkeypatch):
+    from compile.train_record import evaluate_levels
+    seen = []
+    orig = Trainer.evaluate
+
+    def checked(self, model, upto):
+        fast = orig(self, model, upto)
+        full = evaluate_levels(model, self.norm, self.data.test_x, self.data.test_y, upto, self.device)
+        assert fast == full, (upto, fast, full)
+        seen.append((upto, self._known is not None and self._known[1] == upto))
+        return fast
+
+    monkeypatch.setattr(Trainer, "evaluate", checked)
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, epochs=2, combine="heads")
+    # steps 2 and 3 (and the final evaluation) reused features; step 1 has nothing frozen
+    assert [u for u, reused in seen if reused] and all(reused for u, reused in seen if u > 1)
