@@ -228,7 +228,8 @@ def build_parser(argv=()):
                         "(default 0.1, at most 5000 images); --combine mean holds nothing out")
     t.add_argument("--teacher", default=None, metavar="CKPT",
                    help="distil every step from this checkpoint's top level (a model trained on the same data, "
-                        "e.g. a wider static baseline); its logits are computed once and cached in the run dir")
+                        "e.g. a wider static baseline; default: the recipe's), its logits computed once and cached "
+                        "in the run dir; 'none' trains without one")
     t.add_argument("--teacher-epochs", type=int, default=None, metavar="N",
                    help="train the teacher first: the static full-width model of the same family for N epochs, in "
                         "RUN_DIR/teacher (resumable; its time counts in the schedule's)")

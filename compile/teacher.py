@@ -66,13 +66,13 @@ def load_teacher(path, data, input_size):
     fp = meta.get("data", {}).get("fingerprint")
     if fp != data.fingerprint:
         raise UserError("--teacher %s was trained on other data (fingerprint %s, this data set %s); train a "
-                        "teacher on this --data (python build.py train --scheme static --only G) or pass none"
+                        "teacher on this --data (python build.py train --scheme static --only G) or pass --teacher none"
                         % (path, (fp or "none")[:16], data.fingerprint[:16]))
     want = (len(data.classes), int(input_size), int(data.train_x.shape[1]))
     got = (int(meta["num_classes"]), int(meta["input"]["size"]), int(meta["input"]["channels"]))
     if got != want:
-        raise UserError("--teacher %s has %d classes, input %d px, %d channel(s); this run needs %d, %d, %d"
-                        % ((path,) + got + want))
+        raise UserError("--teacher %s has %d classes, input %d px, %d channel(s); this run needs %d, %d, %d: "
+                        "train a teacher for it or pass --teacher none" % ((path,) + got + want))
     return Teacher(path, model, meta, sha256_file(path))
 
 

@@ -145,6 +145,9 @@ def test_each_recipe_reproduces_its_shipped_checkpoints_training_settings(recipe
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shipped = json.load(open(os.path.join(root, "artifacts", ckpt, "model.json")))["training"]["recipe"]
     cfg = _recipe_cfg(recipe)
+    if cfg.get("teacher"):  # the recipe names the teacher's checkpoint; the run records its sha256
+        from compile.checkpoint import resolve, sha256_file
+        cfg["teacher"] = sha256_file(resolve(cfg["teacher"]))
     assert {k: cfg[k] for k in shipped if k != "arch_spec"} == {k: v for k, v in shipped.items() if k != "arch_spec"}
 
 
@@ -154,7 +157,7 @@ def test_flags_win_over_the_recipe_and_another_group_count_drops_its_per_group_l
     assert cfg["epochs"] == 10 and cfg["combine"] == "heads"
     static = _recipe_cfg("default", scheme="static")
     assert static["group_widths"] == [1.0, 1.5, 2.0, 3.0] and static["epochs"] == [10, 10, 15, 20]
-    assert static["combine"] == "mean"
+    assert static["combine"] == "mean" and static["teacher"] is None  # baselines train from scratch
     from compile.errors import UserError
     with pytest.raises(UserError, match="equal groups only.*--recipe paper"):
         _recipe_cfg("default", scheme="dense")
@@ -189,3 +192,16 @@ def test_each_epochs_evaluation_reusing_the_frozen_groups_features_equals_a_full
     train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, epochs=2, combine="heads")
     # steps 2 and 3 (and the final evaluation) reused features; step 1 has nothing frozen
     assert [u for u, reused in seen if reused] and all(reused for u, reused in seen if u > 1)
+
+
+def test_the_default_recipes_teacher_resolves_beside_the_recipe_and_a_flag_replaces_or_drops_it(tmp_path,
+                                                                                             monkeypatch):
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    monkeypatch.chdir(str(tmp_path))  # any working directory: the recipe's path does not depend on it
+    cfg = _recipe_cfg("default")
+    assert cfg["teacher"] == os.path.join(root, "artifacts", "baselines", "static", "width-4")
+    assert (cfg["teacher_weight"], cfg["teacher_temp"]) == (1.0, 4.0)
+    assert _recipe_cfg("default", teacher="none")["teacher"] is None
+    own = _recipe_cfg("default", teacher_epochs=5)  # training a teacher replaces the recipe's checkpoint
+    assert own["teacher"] is None and own["teacher_epochs"] == 5
+    assert _recipe_cfg("default", teacher="other/ckpt")["teacher"] == "other/ckpt"

@@ -22,7 +22,11 @@ def load_recipe(name):
     bad = sorted(set(doc) - set(KEYS) - {"description"}) if isinstance(doc, dict) else ["(not an object)"]
     if bad:
         raise UserError("recipe %s: unknown keys %s; a recipe sets %s" % (path, ", ".join(bad), ", ".join(KEYS)))
-    return {k: doc[k] for k in KEYS if k in doc}
+    out = {k: doc[k] for k in KEYS if k in doc}
+    if isinstance(out.get("teacher"), str) and not os.path.isabs(out["teacher"]):
+        # a recipe's teacher is a path beside the recipe, so the recipe trains the same from any directory
+        out["teacher"] = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(path)), out["teacher"]))
+    return out
 
 
 def merge(recipe, flags, scheme):
@@ -37,10 +41,17 @@ def merge(recipe, flags, scheme):
     if scheme == "static":
         out.pop("combine", None)
         out.pop("own_loss_weight", None)
-        out.pop("teacher_epochs", None)  # a teacher for incremental groups; a static model takes --teacher
+        for k in ("teacher", "teacher_weight", "teacher_temp", "teacher_epochs"):
+            out.pop(k, None)  # static baselines train from scratch, teacherless; one takes --teacher if asked
     widths = set(str(out.get("group_widths", "1")).split(","))
     if scheme == "dense" and flags.get("group_widths") is None and len(widths) > 1:
         raise UserError("the dense baseline has equal groups only, and this recipe's are %s; pass --recipe paper "
                         "or --group-widths" % out["group_widths"])
+    if flags.get("teacher") is not None or flags.get("teacher_epochs") is not None:
+        out.pop("teacher", None)  # a teacher given on the command line replaces the recipe's
+        out.pop("teacher_epochs", None)
     out.update({k: v for k, v in flags.items() if v is not None})
+    if str(out.get("teacher")).lower() == "none":  # --teacher none: train without the recipe's teacher
+        for k in ("teacher", "teacher_weight", "teacher_temp"):
+            out.pop(k, None)
     return out
