@@ -185,9 +185,15 @@ def value_range(points, axis):
 
 
 def reference_mapping(points):
-    """The mapping on which the most accurate level runs fastest: where 'the levels alone' are compared."""
-    top = max(int(p["level"]) for p in points)
-    cands = [p for p in points if int(p["level"]) == top and cost(p, "latency") is not None]
+    """Where 'the levels alone' are compared: of the mappings every level was measured on (a placement splits
+    only the levels it was proposed for), the one on which the most accurate level runs fastest."""
+    levels = {}
+    for p in points:
+        levels.setdefault(mapping(p), set()).add(int(p["level"]))
+    every = set(int(p["level"]) for p in points)
+    full = set(m for m, lv in levels.items() if lv == every) or set(levels)
+    top = max(every)
+    cands = [p for p in points if int(p["level"]) == top and cost(p, "latency") is not None and mapping(p) in full]
     if not cands:
         return None
     return mapping(min(cands, key=lambda p: cost(p, "latency")))

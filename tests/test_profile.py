@@ -193,3 +193,23 @@ def test_profiler_and_manager_are_python_3_6_compatible():
                           os.path.join(ROOT, "runtime", "profile_schema.py")], stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, universal_newlines=True)
     assert res.stdout.strip() == "", res.stdout
+
+
+def test_the_levels_alone_range_is_taken_on_a_mapping_every_level_was_measured_on():
+    """A placement proposed for levels 3-4 only can be the top level's fastest point; the 'levels alone'
+    range must still compare all levels on one mapping (it read 1.0x on the shipped profile of 2026-12-08)."""
+    from runtime import profile_schema as ps
+
+    def pt(i, level, ms, placement=None, threads=2):
+        return {"id": i, "level": level, "backend": "tflite", "pe": "cpu:0+cpu:1" if placement else "all",
+                "cluster": None, "threads": None if placement else threads, "cpu_freq_khz": None,
+                "gpu_freq_hz": None, "placement": placement, "precision": "fp32", "accuracy": 0.8 + level / 100,
+                "latency_ms": {"median": ms, "p95": ms}, "energy_mj": None}
+
+    split = {"cpu:0": {"engine": "tflite", "groups": [4], "threads": 1},
+             "cpu:1": {"engine": "tflite", "groups": [1, 2, 3], "threads": 1}}
+    pts = [pt(k, k, 0.2 * k * k) for k in (1, 2, 3, 4)] + [pt(4 + k, k, 0.3 * k * k, threads=1) for k in (1, 2, 3, 4)]
+    pts.append(pt(9, 4, 2.5, placement=split))  # faster than level 4 on two threads (3.2 ms)
+    levels = ps.summarize(pts)["dynamic_range"]["levels"]
+    assert levels["mapping"]["threads"] == 2 and levels["mapping"]["placement"] is None
+    assert levels["latency_ms"]["ratio"] == pytest.approx(16.0)
