@@ -41,6 +41,9 @@ def cmd_train(args):
     data = load_dataset(args.data, args.dataset, cfg["input_size"], args.channels, args.cache_dir, args.cache)
     print("data: %s, %d train / %d test images, %d classes; run dir %s; output %s" % (
         data.kind, len(data.train_x), len(data.test_x), len(data.classes), run_dir, out))
+    if args.teacher is None:  # the recipe's teacher, not the user's: on other data, train without it
+        from compile.teacher import drop_unfit_recipe_teacher
+        cfg = drop_unfit_recipe_teacher(cfg, data)
     path = Trainer(cfg, data, run_dir, out, progress=not args.no_progress).run()
     print("wrote %s" % path)
     return 0

@@ -59,21 +59,42 @@ def _shown(path):
     return os.path.relpath(full, root) if full.startswith(root + os.sep) else full
 
 
+def _mismatch(path, meta, data, input_size):
+    """Why a teacher cannot teach this run (None: it can)."""
+    fp = meta.get("data", {}).get("fingerprint")
+    if fp != data.fingerprint:
+        return "%s was trained on other data (fingerprint %s, this data set %s)" % (
+            path, (fp or "none")[:16], data.fingerprint[:16])
+    want = (len(data.classes), int(input_size), int(data.train_x.shape[1]))
+    got = (int(meta["num_classes"]), int(meta["input"]["size"]), int(meta["input"]["channels"]))
+    if got != want:
+        return "%s has %d classes, input %d px, %d channel(s); this run needs %d, %d, %d" % ((path,) + got + want)
+    return None
+
+
 def load_teacher(path, data, input_size):
     """The teacher checkpoint, refused in one line when it was trained on other data or another task."""
     path = resolve(path)
     model, meta = load_checkpoint(path)
-    fp = meta.get("data", {}).get("fingerprint")
-    if fp != data.fingerprint:
-        raise UserError("--teacher %s was trained on other data (fingerprint %s, this data set %s); train a "
-                        "teacher on this --data (python build.py train --scheme static --only G) or pass --teacher none"
-                        % (path, (fp or "none")[:16], data.fingerprint[:16]))
-    want = (len(data.classes), int(input_size), int(data.train_x.shape[1]))
-    got = (int(meta["num_classes"]), int(meta["input"]["size"]), int(meta["input"]["channels"]))
-    if got != want:
-        raise UserError("--teacher %s has %d classes, input %d px, %d channel(s); this run needs %d, %d, %d: "
-                        "train a teacher for it or pass --teacher none" % ((path,) + got + want))
+    why = _mismatch(path, meta, data, input_size)
+    if why:
+        raise UserError("--teacher %s: train a teacher on this --data (python build.py train --scheme static "
+                        "--only G) or pass --teacher none" % why)
     return Teacher(path, model, meta, sha256_file(path))
+
+
+def drop_unfit_recipe_teacher(cfg, data, log=print):
+    """A recipe's teacher serves the data set it was trained on: on other data the run trains without it and
+    says so, where a teacher given by --teacher is refused (compile/recipes/default.json names CIFAR-10's)."""
+    if not cfg.get("teacher"):
+        return cfg
+    path = resolve(cfg["teacher"])
+    why = _mismatch(path, load_checkpoint(path)[1], data, cfg["input_size"]) if os.path.isfile(path) else \
+        "%s does not exist" % path
+    if why:
+        log("the recipe's teacher %s: training without a teacher (--teacher CKPT gives one)" % why)
+        cfg = dict(cfg, teacher=None)
+    return cfg
 
 
 @torch.no_grad()

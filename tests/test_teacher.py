@@ -135,3 +135,18 @@ def test_teacher_flags_that_cannot_go_together_are_refused_in_one_line():
         default_config(teacher="x", teacher_epochs=2)
     with pytest.raises(UserError, match="static baseline takes --teacher CKPT"):
         default_config(scheme="static", teacher_epochs=2)
+
+
+def test_the_recipes_teacher_is_dropped_with_a_line_on_other_data_and_kept_on_its_own(tiny_data, teacher_ckpt,
+                                                                                    tmp_path):
+    from compile.teacher import drop_unfit_recipe_teacher
+    lines = []
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    shipped = os.path.join(root, "artifacts", "baselines", "static", "width-4")  # CIFAR-10's, not the toy set's
+    cfg = drop_unfit_recipe_teacher(default_config(teacher=shipped), load_dataset(tiny_data), log=lines.append)
+    assert cfg["teacher"] is None and len(lines) == 1 and "other data" in lines[0] and "--teacher CKPT" in lines[0]
+    missing = drop_unfit_recipe_teacher(default_config(teacher=str(tmp_path / "gone")), load_dataset(tiny_data),
+                                        log=lines.append)
+    assert missing["teacher"] is None and "does not exist" in lines[-1]
+    kept = drop_unfit_recipe_teacher(default_config(teacher=teacher_ckpt), load_dataset(tiny_data), log=lines.append)
+    assert kept["teacher"] == teacher_ckpt and len(lines) == 2
