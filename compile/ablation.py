@@ -1,8 +1,10 @@
 """Training ablations: run a plan of `build.py train` variants side by side and tabulate their levels.
 
-A plan is JSON: {"runs": [{"name": "vgg-1-1.5-2-3", "args": ["--arch", "vgg-cifar", ...]}, ...]}; each run
-is one ordinary training command (same code, same resumable state), so a row of the table is reproduced by
-its flags alone. Runs go `--jobs` at a time, in plan order; a run still going at `--deadline` is stopped and
+A plan is JSON: {"recipe": "base.json", "runs": [{"name": "vgg-1-1.5-2-3", "args": ["--arch", "vgg-cifar",
+...]}, ...]}; each run is one ordinary training command (same code, same resumable state), so a row of the
+table is reproduced by its flags alone. "recipe" (a recipe name, or a file beside the plan) is every run's
+`--recipe`: the rows stay what they were when the shipped default's recipe changes; a row may name its own.
+Runs go `--jobs` at a time, in plan order; a run still going at `--deadline` is stopped and
 reported with the epochs it finished, marked partial. Output: OUT/<name>/ (checkpoint, log, run state) and
 OUT/ablation.md + OUT/ablation.json.
 """
@@ -43,14 +45,19 @@ def read_plan(path):
     names = [r["name"] for r in runs]
     if len(set(names)) != len(names):
         raise UserError("%s names a run twice; give every run its own name" % path)
-    return runs
+    recipe = plan.get("recipe")
+    if recipe is not None and not (isinstance(recipe, str) and recipe):
+        raise UserError("%s: \"recipe\" must be a recipe name or a .json file beside the plan, got %r" % (path, recipe))
+    if recipe and recipe.endswith(".json") and not os.path.isabs(recipe):
+        recipe = os.path.join(os.path.dirname(os.path.abspath(path)), recipe)
+    return runs, recipe
 
 
-def _command(args, run):
+def _command(args, run, recipe=None):
     d = os.path.join(args.out, run["name"])
     return [sys.executable, os.path.join(ROOT, "build.py"), "train", "--data", args.data, "--out", d,
             "--run-dir", os.path.join(d, "run"), "--no-progress", "--device", args.device,
-            "--threads", str(args.threads)] + run["args"]
+            "--threads", str(args.threads)] + (["--recipe", recipe] if recipe else []) + run["args"]
 
 
 def _result(args, run, rc, seconds):
@@ -88,7 +95,7 @@ def _table(rows):
 
 
 def main(args):
-    runs = read_plan(args.plan)
+    runs, recipe = read_plan(args.plan)
     os.makedirs(args.out, exist_ok=True)
     t0, pending, live, rows = time.time(), list(runs), {}, {}
     while pending or live:
@@ -96,7 +103,7 @@ def main(args):
             run = pending.pop(0)
             os.makedirs(os.path.join(args.out, run["name"]), exist_ok=True)
             log = open(os.path.join(args.out, run["name"], "train.log"), "ab")
-            live[run["name"]] = (run, subprocess.Popen(_command(args, run), stdout=log, stderr=subprocess.STDOUT),
+            live[run["name"]] = (run, subprocess.Popen(_command(args, run, recipe), stdout=log, stderr=subprocess.STDOUT),
                                  time.time(), log)
         time.sleep(2)
         late = args.deadline is not None and time.time() - t0 > args.deadline

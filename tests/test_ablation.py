@@ -47,3 +47,27 @@ def test_a_malformed_plan_is_one_line(tmp_path):
     bad.write_text(json.dumps({"runs": [{"name": "a b/../c", "args": []}]}))
     res = run_cli(["build.py", "ablate", "--data", str(tmp_path), "--plan", str(bad), "--out", str(tmp_path / "o")])
     assert res.returncode == 1 and res.stderr.count("\n") == 1 and "letters-digits" in res.stderr
+
+
+def test_the_shipped_plan_runs_on_its_own_base_recipe_without_the_defaults_teacher():
+    """docs/ablation/plan.json's rows are the ablation table's: a later default recipe (a teacher, another
+    own-loss weight) must not change what they train, and every row must still be a valid command."""
+    import build
+    from compile.ablation import read_plan
+    from compile.recipes import KEYS, load_recipe, merge
+    from compile.train import default_config
+    runs, recipe = read_plan(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                          "docs", "ablation", "plan.json"))
+    assert recipe.endswith(os.path.join("docs", "ablation", "base.json"))
+    cfgs = {}
+    for run in runs:
+        args = build.build_parser().parse_args(["train", "--data", "D", "--recipe", recipe] + run["args"])
+        chosen = merge(load_recipe(args.recipe), {k: getattr(args, k) for k in KEYS}, args.scheme)
+        cfgs[run["name"]] = default_config(scheme=args.scheme, **chosen)
+    assert all(c["teacher"] is None and c["teacher_epochs"] is None for c in cfgs.values())
+    base = cfgs["default"]
+    assert (base["own_loss_weight"], base["combine"], base["epochs"]) == (1.0, "fitted", 15)
+    assert cfgs["own-loss-3"]["own_loss_weight"] == 3.0 and cfgs["mean-weights"]["combine"] == "mean"
+    paper = cfgs["paper-alexnet-equal"]
+    assert paper["arch"] == "alexnet-cifar" and paper["group_widths"] == [1.0] * 4 and paper["combine"] == "mean"
+    assert cfgs["dense-vgg-equal"]["group_widths"] == [1.0] * 4
