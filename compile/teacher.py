@@ -18,7 +18,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from compile.checkpoint import atomic_save_tensors, load_checkpoint, resolve, sha256_file
+from compile.checkpoint import atomic_save_tensors, load_checkpoint, read_meta, resolve, sha256_file
 from compile.data import Normalizer
 from compile.errors import UserError
 
@@ -88,8 +88,8 @@ def drop_unfit_recipe_teacher(cfg, data, log=print):
     says so, where a teacher given by --teacher is refused (compile/recipes/default.json names CIFAR-10's)."""
     if not cfg.get("teacher"):
         return cfg
-    path = resolve(cfg["teacher"])
-    why = _mismatch(path, load_checkpoint(path)[1], data, cfg["input_size"]) if os.path.isfile(path) else \
+    path = resolve(cfg["teacher"])  # the sidecar says enough: the trainer loads and checks the weights once
+    why = _mismatch(path, read_meta(path), data, cfg["input_size"]) if os.path.isfile(path) else \
         "%s does not exist" % path
     if why:
         log("the recipe's teacher %s: training without a teacher (--teacher CKPT gives one)" % why)

@@ -8,7 +8,6 @@ import torch
 
 import compile
 from compile.checkpoint import atomic_write_bytes, umask_mode
-from compile.model import GroupedNet
 
 
 def code_version():
@@ -32,10 +31,8 @@ def _chunks(norm, images, device):
 
 @torch.no_grad()
 def frozen_features(model, norm, test_x, frozen, device="cpu"):
-    """Features of groups 1..frozen on a set, per chunk, for evaluate_levels(known=...): a step's frozen groups
-    never change, so each epoch's evaluation needs only the group in training (None: nothing to reuse)."""
-    if frozen < 1 or not isinstance(model, GroupedNet):
-        return None
+    """Features of a GroupedNet's groups 1..frozen on a set, per chunk, for evaluate_levels(known=...): a step's
+    frozen groups never change, so each epoch's evaluation needs only the group in training."""
     model.eval()
     return [model.features(x, frozen) for _, x in _chunks(norm, test_x, device)]
 
