@@ -323,6 +323,7 @@ class Trainer(object):
                 self._write_static(model, stage, st)
             else:
                 self._fit_level(model, stage, st)
+                st["stage_seconds"][str(stage)] = time.time() - t_stage  # the level's fit is part of the step
             st["stage"], st["epoch"] = stage + 1, 0
             st["done"].append(stage)
             self._save_state(st, model, opt)

@@ -91,6 +91,23 @@ def test_per_step_epochs_train_each_step_for_its_own_count(tiny_data, tmp_path):
     assert meta["training"]["recipe"]["epochs"] == [1, 2]
 
 
+def test_a_steps_recorded_time_includes_fitting_its_level(tiny_data, tmp_path, monkeypatch):
+    """The training budget counts the whole step: the level's weights and head are fitted inside it."""
+    import time
+    import compile.train as train_mod
+    real = train_mod.fit_level_head
+
+    def slow_fit(*a, **k):
+        time.sleep(0.5)
+        return real(*a, **k)
+    monkeypatch.setattr(train_mod, "fit_level_head", slow_fit)
+    train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=2, combine="heads")
+    t = json.load(open(str(tmp_path / "out" / "model.json")))["training"]
+    for step in (1, 2):
+        epochs = sum(h["seconds"] for h in t["history"] if h["step"] == step)
+        assert t["seconds_per_step"][str(step)] >= epochs + 0.5
+
+
 def test_static_baselines_take_the_unequal_widths_and_only_the_asked_levels(tiny_data, tmp_path):
     train_tiny(tiny_data, str(tmp_path / "out"), str(tmp_path / "run"), groups=3, scheme="static", epochs="1,1,2",
                group_widths="1,1.5,2", only="1,3")
