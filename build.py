@@ -199,7 +199,8 @@ def build_parser(argv=()):
                         "static: one model per width trained from scratch")
     t.add_argument("--recipe", default="default", metavar="NAME|PATH.json",
                    help="the settings to start from: default (the shipped model: vgg-cifar, widths 1,1.5,2,3, "
-                        "epochs 10,10,15,20) or paper (four equal alexnet-cifar groups); flags given win "
+                        "epochs 10,10,15,20, a shipped teacher), 90-minute (the same cut to 90 minutes here, "
+                        "training its own teacher) or paper (four equal alexnet-cifar groups); flags given win "
                         "(compile/recipes/)")
     t.add_argument("--arch", default=None, metavar="NAME|PATH.json",
                    help="group path: a built-in (python build.py info --archs) or a spec file (docs/architectures.md); "

@@ -156,15 +156,18 @@ def _recipe_cfg(name, scheme="grouped", **flags):
     return default_config(scheme=scheme, **merge(load_recipe(name), given, scheme))
 
 
-@pytest.mark.parametrize("recipe,ckpt", [("default", "default"), ("paper", "paper")])
+@pytest.mark.parametrize("recipe,ckpt", [("default", "default"), ("paper", "paper"), ("90-minute", "90-minute")])
 def test_each_recipe_reproduces_its_shipped_checkpoints_training_settings(recipe, ckpt):
     """`python build.py train --data DIR [--recipe paper]` trains what artifacts/ ships, not something near it."""
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     shipped = json.load(open(os.path.join(root, "artifacts", ckpt, "model.json")))["training"]["recipe"]
     cfg = _recipe_cfg(recipe)
+    from compile.checkpoint import resolve, sha256_file
     if cfg.get("teacher"):  # the recipe names the teacher's checkpoint; the run records its sha256
-        from compile.checkpoint import resolve, sha256_file
         cfg["teacher"] = sha256_file(resolve(cfg["teacher"]))
+    if cfg.get("teacher_epochs"):  # the run trained its teacher: the one shipped as its static full-width baseline
+        cfg["teacher"] = sha256_file(os.path.join(root, "artifacts", ckpt, "baselines", "static", "width-4",
+                                                  "model.safetensors"))
     assert {k: cfg[k] for k in shipped if k != "arch_spec"} == {k: v for k, v in shipped.items() if k != "arch_spec"}
 
 
